@@ -1,0 +1,583 @@
+"""MSDT (Anatomy): builds the anatomy twin of the spine and trunk from a CT or MR volume.
+
+This file is the 3D Slicer front end only. The algorithms live in ``MSDTLib`` (imported lazily, inside the
+methods that need it), which also runs without the Slicer GUI.
+"""
+
+import importlib
+import logging
+import os
+import pathlib
+import sys
+import tempfile
+import traceback
+from typing import Annotated
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer import (
+    vtkMRMLModelNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+from vtkSlicerMarkupsModuleMRMLPython import vtkMRMLMarkupsFiducialNode
+
+#: Lowest value of the skin threshold spin box; the box shows it as "auto" and the pipeline then picks the
+#: threshold from the image histogram.
+SKIN_THRESHOLD_AUTO = -100000.0
+SKIN_THRESHOLD_MAX = 100000.0
+
+#: Python modules MSDTLib imports that a Slicer installation may lack -> pip requirement that provides them.
+_PIP_NAMES = {
+    "nibabel": "nibabel",
+    "networkx": "networkx",
+    "pydicom": "pydicom",
+    "scipy": "scipy",
+    "SimpleITK": "SimpleITK",
+    "skimage": "scikit-image",
+}
+
+
+#
+# MSDT
+#
+
+
+class MSDT(ScriptedLoadableModule):
+    """Module description shown in the Slicer module panel (uses ScriptedLoadableModule base class)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MSDT Anatomy")
+        self.parent.categories = ["MSDT"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MSDT contributors"]
+        self.parent.helpText = _(
+            "Builds the anatomy layer of a musculoskeletal digital twin of the spine and trunk from a CT or MR "
+            "volume: segments vertebrae, discs, spinal canal, trunk muscles and the skin envelope (or takes an "
+            "existing label map such as a TotalSegmentator result), places anatomical landmarks and measures "
+            "every structure. The segments can be exported as STL or OBJ surfaces in RAS or LPS coordinates. "
+            'See <a href="https://github.com/msdt-project/SlicerMSDT">the project page</a> for details.'
+        )
+        self.parent.acknowledgementText = _(
+            "Developed by the MSDT contributors. The test data are TotalSegmentator reference files "
+            "(Wasserthal J. et al., Radiology: AI 2023, doi:10.1148/ryai.230024)."
+        )
+
+
+#
+# MSDTParameterNode
+#
+
+
+@parameterNodeWrapper
+class MSDTParameterNode:
+    """Typed state of the module, kept in the scene.
+
+    The ``SlicerParameterName`` properties in ``Resources/UI/MSDT.ui`` bind the widgets to these fields.
+    """
+
+    # Inputs
+    inputVolume: vtkMRMLScalarVolumeNode
+    labelMap: vtkMRMLScalarVolumeNode  # label map volumes are scalar volumes too
+    modality: Annotated[str, Choice(["CT", "MR"]), Default("CT")]
+    # Parameters
+    skinThreshold: Annotated[
+        float, WithinRange(SKIN_THRESHOLD_AUTO, SKIN_THRESHOLD_MAX), Default(SKIN_THRESHOLD_AUTO)
+    ]
+    boneThresholdHU: Annotated[float, WithinRange(-1024.0, 3071.0), Default(200.0)]
+    useTotalSegmentator: bool
+    # Export
+    exportDirectory: Annotated[pathlib.Path, Default(pathlib.Path.home())]
+    exportFormat: Annotated[str, Choice(["STL", "OBJ"]), Default("STL")]
+    exportCoordinateSystem: Annotated[str, Choice(["RAS", "LPS"]), Default("LPS")]
+    # Outputs of the last run
+    outputSegmentation: vtkMRMLSegmentationNode
+    outputLandmarks: vtkMRMLMarkupsFiducialNode
+    outputTable: vtkMRMLTableNode
+    outputSkinModel: vtkMRMLModelNode
+
+
+#
+# MSDTWidget
+#
+
+
+class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI of the module (uses ScriptedLoadableModuleWidget base class)."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._busy = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+
+        # Widgets come from the .ui file; childWidgetVariables gives self.ui.<objectName> access to each.
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MSDT.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+
+        # The MRML widgets (node selectors, table view) need the scene: the .ui forwards it to them.
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = MSDTLogic()
+
+        self.ui.progressBar.setVisible(False)
+
+        # Forget the parameter node while the scene closes, pick it up again afterwards.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        self.removeObservers()
+
+    def enter(self) -> None:
+        """Called each time the user opens this module."""
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        """Called each time the user opens a different module: stop updating the GUI from the parameter node."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Developer "Reload": also drop the cached MSDTLib modules so that edits to the library take effect."""
+        for name in list(sys.modules):
+            if name == "MSDTLib" or name.startswith("MSDTLib."):
+                del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if self._parameterNode.inputVolume is None:
+            firstVolume = self.logic.firstIntensityVolume(slicer.mrmlScene)
+            if firstVolume is not None:
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        """Bind the GUI to a parameter node (or to none); the widgets then follow the node and vice versa."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
+            self._updateGUIState()
+
+    def _updateGUIState(self, caller=None, event=None) -> None:
+        parameterNode = self._parameterNode
+        haveInput = parameterNode is not None and parameterNode.inputVolume is not None
+        self.ui.applyButton.enabled = haveInput and not self._busy
+        self.ui.applyButton.toolTip = (
+            _("Build the anatomy twin of the selected volume") if haveInput else _("Select an input volume")
+        )
+        # The bone threshold is in Hounsfield units: it means nothing for MR.
+        self.ui.boneThresholdSpinBox.enabled = parameterNode is not None and parameterNode.modality == "CT"
+
+        haveSegmentation = parameterNode is not None and parameterNode.outputSegmentation is not None
+        self.ui.exportButton.enabled = haveSegmentation and not self._busy
+        self.ui.exportButton.toolTip = (
+            _("Write one surface file per segment")
+            if haveSegmentation
+            else _("Build the anatomy twin first: there is no segmentation to export")
+        )
+
+        table = parameterNode.outputTable if parameterNode is not None else None
+        if self.ui.resultsTableView.mrmlTableNode() is not table:
+            self.ui.resultsTableView.setMRMLTableNode(table)
+
+    def _setBusy(self, busy: bool) -> None:
+        self._busy = busy
+        self.ui.progressBar.setVisible(busy)
+        if busy:
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.format = _("Starting...")
+            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        else:
+            qt.QApplication.restoreOverrideCursor()
+        self._updateGUIState()
+        slicer.app.processEvents()
+
+    def _onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100.0 * min(max(float(fraction), 0.0), 1.0)))
+        self.ui.progressBar.format = f"{message} (%p%)"
+        slicer.app.processEvents()
+
+    def _offerMissingPackage(self) -> bool:
+        """Offer to pip-install a Python package MSDTLib needs; True when the library can be imported."""
+        missing = self.logic.missingPythonPackage()
+        while missing is not None:
+            if not slicer.util.confirmOkCancelDisplay(
+                _("MSDT needs the Python package '{package}', which is not installed. Install it now?").format(
+                    package=missing
+                ),
+                windowTitle=_("MSDT: missing Python package"),
+            ):
+                return False
+            slicer.util.pip_install(missing)
+            importlib.invalidate_caches()
+            previous, missing = missing, self.logic.missingPythonPackage()
+            if missing == previous:
+                slicer.util.errorDisplay(_("Installing '{package}' did not help.").format(package=missing))
+                return False
+        return True
+
+    def _reportError(self, error, title: str, details: str) -> None:
+        """Show an error: an MSDTError is a bad input (its message says why), anything else is a bug."""
+        from MSDTLib.errors import MSDTError
+
+        if isinstance(error, MSDTError):
+            slicer.util.errorDisplay(str(error), windowTitle=title)
+        else:
+            slicer.util.errorDisplay(
+                _("Unexpected error: {error}").format(error=error), windowTitle=title, detailedText=details
+            )
+
+    def onApplyButton(self) -> None:
+        """Run the pipeline. A bad input is reported in a message box and the scene stays as it was."""
+        if not self._offerMissingPackage():
+            return
+        parameterNode = self._parameterNode
+        result, error, details = None, None, ""
+        self._setBusy(True)
+        try:
+            result = self.logic.process(
+                parameterNode.inputVolume,
+                labelMap=parameterNode.labelMap,
+                modality=parameterNode.modality,
+                skinThreshold=MSDTLogic.skinThresholdOrAuto(parameterNode.skinThreshold),
+                boneThresholdHU=parameterNode.boneThresholdHU,
+                useTotalSegmentator=parameterNode.useTotalSegmentator,
+                progress=self._onProgress,
+            )
+        except Exception as caught:  # reported below, once the wait cursor is gone
+            error, details = caught, traceback.format_exc()
+            logging.error(details)
+        finally:
+            self._setBusy(False)
+        if error is not None:
+            self._reportError(error, _("MSDT: cannot build the anatomy twin"), details)
+            return
+
+        parameterNode.outputSegmentation = result.segmentation_node
+        parameterNode.outputLandmarks = result.landmarks_node
+        parameterNode.outputTable = result.table_node
+        parameterNode.outputSkinModel = result.skin_model_node
+        self.logic.showResult(result, parameterNode.inputVolume)
+        logging.info(f"MSDT anatomy twin: {result.summary()}")
+        slicer.util.showStatusMessage(_("Anatomy twin built"), 5000)
+
+    def onExportButton(self) -> None:
+        """Write the segments of the last result as surface files."""
+        parameterNode = self._parameterNode
+        paths, error, details = [], None, ""
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            paths = self.logic.exportSegments(
+                parameterNode.outputSegmentation,
+                parameterNode.exportDirectory,
+                fileFormat=parameterNode.exportFormat,
+                coordinateSystem=parameterNode.exportCoordinateSystem,
+            )
+        except Exception as caught:  # reported below, once the wait cursor is gone
+            error, details = caught, traceback.format_exc()
+            logging.error(details)
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+        if error is not None:
+            self._reportError(error, _("MSDT: export failed"), details)
+            return
+        slicer.util.infoDisplay(
+            _("Wrote {count} file(s) to {directory}").format(
+                count=len(paths), directory=parameterNode.exportDirectory
+            ),
+            windowTitle=_("MSDT export"),
+            detailedText="\n".join(str(path) for path in paths),
+        )
+
+
+#
+# MSDTLogic
+#
+
+
+class MSDTLogic(ScriptedLoadableModuleLogic):
+    """Thin adapter between the module GUI (or a Python script in Slicer) and ``MSDTLib``.
+
+    No GUI calls here, so the logic can be used from the Python console and from the self-test.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return MSDTParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def skinThresholdOrAuto(value):
+        """Map the spin box value to the pipeline option: its lowest value ("auto") means None."""
+        if value is None or float(value) <= SKIN_THRESHOLD_AUTO:
+            return None
+        return float(value)
+
+    @staticmethod
+    def firstIntensityVolume(scene):
+        """The first scalar volume of the scene that is not a label map, or None."""
+        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode", scene):
+            if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+                return node
+        return None
+
+    @staticmethod
+    def missingPythonPackage():
+        """The pip name of a third-party package MSDTLib cannot import, or None when everything imports."""
+        try:
+            importlib.import_module("MSDTLib.pipeline")
+            importlib.import_module("MSDTLib.export")
+        except ModuleNotFoundError as error:
+            topLevel = (error.name or "").split(".")[0]
+            if topLevel in _PIP_NAMES:
+                return _PIP_NAMES[topLevel]
+            raise
+        return None
+
+    def process(
+        self,
+        inputVolume,
+        labelMap=None,
+        modality: str = "CT",
+        skinThreshold=None,
+        boneThresholdHU: float = 200.0,
+        useTotalSegmentator: bool = False,
+        progress=None,
+        scene=None,
+    ):
+        """Build the anatomy twin of ``inputVolume``; returns the ``MSDTLib.pipeline`` result object.
+
+        Raises ``MSDTLib.errors.MSDTError`` for input the pipeline cannot work with. On any error the nodes
+        the failed run had added are removed again, so the scene is left as it was.
+        """
+        from MSDTLib.errors import MSDTError
+        from MSDTLib.pipeline import AnatomyOptions, build_anatomy_twin
+
+        if inputVolume is None:
+            raise MSDTError(_("Select an input volume."))
+        if scene is None:
+            scene = inputVolume.GetScene() or slicer.mrmlScene
+        options = AnatomyOptions(
+            modality=str(modality).lower(),
+            skin_threshold=None if skinThreshold is None else float(skinThreshold),
+            bone_threshold_hu=float(boneThresholdHU),
+            use_totalsegmentator=bool(useTotalSegmentator),
+        )
+        if progress is None:
+            progress = self._logProgress
+
+        nodeIDsBefore = self._nodeIDs(scene)
+        try:
+            return build_anatomy_twin(scene, inputVolume, label_node=labelMap, options=options, progress=progress)
+        except Exception:
+            self._removeNodesAddedSince(scene, nodeIDsBefore)
+            raise
+
+    def exportSegments(self, segmentationNode, outputDirectory, fileFormat: str = "STL",
+                       coordinateSystem: str = "LPS") -> list:
+        """Write one surface file per segment; returns the written paths."""
+        from MSDTLib.errors import MSDTError
+        from MSDTLib.export import export_segments
+
+        if segmentationNode is None:
+            raise MSDTError(_("There is no segmentation to export: build the anatomy twin first."))
+        if not outputDirectory or not str(outputDirectory).strip():
+            raise MSDTError(_("Choose an output directory."))
+        return export_segments(
+            segmentationNode,
+            str(outputDirectory),
+            formats=(str(fileFormat).lower(),),
+            coordinate_system=str(coordinateSystem).upper(),
+        )
+
+    @staticmethod
+    def showResult(result, inputVolume=None) -> None:
+        """Show the input in the slice views and the segments as surfaces in the 3D view."""
+        if inputVolume is not None:
+            slicer.util.setSliceViewerLayers(background=inputVolume, fit=True)
+        segmentation = result.segmentation_node
+        if segmentation is not None:
+            segmentation.CreateClosedSurfaceRepresentation()
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None and layoutManager.threeDViewCount > 0:
+            layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
+
+    @staticmethod
+    def _logProgress(fraction: float, message: str) -> None:
+        logging.info(f"MSDT {100.0 * fraction:5.1f}% {message}")
+
+    @staticmethod
+    def _nodeIDs(scene) -> set:
+        return {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+
+    @staticmethod
+    def _removeNodesAddedSince(scene, nodeIDsBefore: set) -> None:
+        added = MSDTLogic._nodeIDs(scene) - nodeIDsBefore
+        for nodeID in added:
+            node = scene.GetNodeByID(nodeID)  # may already be gone with its parent
+            if node is not None:
+                scene.RemoveNode(node)
+
+
+#
+# MSDTTest
+#
+
+
+class MSDTTest(ScriptedLoadableModuleTest):
+    """Self-test, run by "Reload and Test" and by ctest (slicer_add_python_unittest)."""
+
+    #: Directory of the TotalSegmentator sample volumes; found next to the source tree or via this variable.
+    DATA_ENVIRONMENT_VARIABLE = "MSDT_TESTING_DATA_DIR"
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_MSDT_RejectsMissingInput()
+        self.setUp()
+        self.test_MSDT_RejectsEmptyVolumeAndKeepsScene()
+        self.setUp()
+        self.test_MSDT_BuildAndExport()
+
+    def test_MSDT_RejectsMissingInput(self):
+        from MSDTLib.errors import MSDTError
+
+        self.delayDisplay("Missing input is rejected")
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(MSDTError):
+            MSDTLogic().process(None)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.assertIsNone(MSDTLogic.skinThresholdOrAuto(SKIN_THRESHOLD_AUTO))
+        self.assertEqual(MSDTLogic.skinThresholdOrAuto(-500.0), -500.0)
+
+    def test_MSDT_RejectsEmptyVolumeAndKeepsScene(self):
+        from MSDTLib.errors import MSDTError
+
+        self.delayDisplay("A volume of air is rejected and the scene is left untouched")
+        air = np.full((12, 16, 16), -1000, dtype=np.int16)
+        volume = slicer.util.addVolumeFromArray(air, name="air")
+        volume.SetSpacing(3.0, 3.0, 3.0)
+        nodeIDsBefore = MSDTLogic._nodeIDs(slicer.mrmlScene)
+        with self.assertRaises(MSDTError):
+            MSDTLogic().process(volume, modality="CT")
+        self.assertEqual(MSDTLogic._nodeIDs(slicer.mrmlScene), nodeIDsBefore)
+
+    def test_MSDT_BuildAndExport(self):
+        self.delayDisplay("Building the anatomy twin")
+        volume, labelMap = self._loadSampleCT()
+        progressCalls = []
+        result = MSDTLogic().process(
+            volume,
+            labelMap=labelMap,
+            modality="CT",
+            progress=lambda fraction, message: progressCalls.append((fraction, message)),
+        )
+        self.assertTrue(progressCalls)
+        self.assertIsNotNone(result.segmentation_node)
+        self.assertGreater(result.segmentation_node.GetSegmentation().GetNumberOfSegments(), 0)
+        self.assertIsNotNone(result.skin_model_node)
+        self.assertIsNotNone(result.table_node)
+        self.assertGreater(result.table_node.GetNumberOfRows(), 0)
+        if labelMap is not None:  # vertebra landmarks need labelled vertebrae
+            self.assertIsNotNone(result.landmarks_node)
+            self.assertGreater(result.landmarks_node.GetNumberOfControlPoints(), 0)
+        self.assertIsInstance(result.summary(), dict)
+
+        self.delayDisplay("Exporting the segments")
+        with tempfile.TemporaryDirectory() as outputDirectory:
+            paths = MSDTLogic().exportSegments(result.segmentation_node, outputDirectory, "STL", "LPS")
+            self.assertTrue(paths)
+            for path in paths:
+                self.assertTrue(os.path.isfile(path), path)
+                self.assertGreater(os.path.getsize(path), 0, path)
+        self.delayDisplay("Test passed")
+
+    def _loadSampleCT(self):
+        """(volume, label map or None): the TotalSegmentator sample CT and its segmentation when the
+        repository's test data can be found (next to the source tree or via MSDT_TESTING_DATA_DIR), else a
+        synthetic phantom without label map."""
+        moduleDir = os.path.dirname(os.path.abspath(__file__))
+        candidates = [
+            os.environ.get(self.DATA_ENVIRONMENT_VARIABLE, ""),
+            os.path.join(moduleDir, "..", "Testing", "Data", "totalsegmentator_ct_mr_spine"),
+        ]
+        for directory in candidates:
+            imagePath = os.path.join(directory, "example_ct_sm.nii.gz") if directory else ""
+            labelPath = os.path.join(directory, "example_seg.nii.gz") if directory else ""
+            if imagePath and os.path.isfile(imagePath) and os.path.isfile(labelPath):
+                volume = slicer.util.loadVolume(imagePath)
+                labelMap = slicer.util.loadLabelVolume(labelPath)
+                # The label values are TotalSegmentator "total" classes: with the generic "Labels" colour table
+                # the pipeline names them from its TotalSegmentator class table.
+                labelMap.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeLabels")
+                return volume, labelMap
+        return self._spinePhantom(), None
+
+    @staticmethod
+    def _spinePhantom():
+        """A crude CT of a trunk (3 mm voxels): air, skin-fat ring, soft tissue, vertebrae separated by discs."""
+        slices, rows, columns = 40, 80, 110  # k (S), j (A), i (R)
+        k, j, i = np.mgrid[0:slices, 0:rows, 0:columns]
+        ci, cj = columns / 2.0, rows / 2.0
+        body = ((i - ci) / 50.0) ** 2 + ((j - cj) / 33.0) ** 2 <= 1.0
+        inner = ((i - ci) / 46.0) ** 2 + ((j - cj) / 29.0) ** 2 <= 1.0
+        image = np.full(body.shape, -1000, dtype=np.int16)
+        image[body] = -100  # subcutaneous fat
+        image[inner] = 40  # soft tissue
+        bodyCenterJ = cj - 14.0  # vertebral bodies lie posterior of the trunk centre
+        vertebralBody = (i - ci) ** 2 + (j - bodyCenterJ) ** 2 <= 7.0**2
+        canal = (i - ci) ** 2 + (j - (bodyCenterJ - 10.0)) ** 2 <= 3.0**2
+        arch = ((i - ci) ** 2 + (j - (bodyCenterJ - 10.0)) ** 2 <= 5.5**2) & ~canal
+        level = k % 8
+        boneSlices = (level >= 1) & (level <= 6)
+        image[vertebralBody & boneSlices] = 350
+        image[vertebralBody & ~boneSlices] = 90  # intervertebral discs
+        image[arch & boneSlices] = 700
+        image[canal] = 10
+        volume = slicer.util.addVolumeFromArray(image, name="MSDT phantom CT")
+        volume.SetSpacing(3.0, 3.0, 3.0)
+        volume.SetOrigin(-ci * 3.0, -cj * 3.0, 0.0)
+        return volume

@@ -1,0 +1,124 @@
+"""``msdt``: the headless face of MSDT. Each subcommand reads files, writes a scene and a report, and prints a
+JSON summary on stdout (logs go to stderr). Bad input exits with code 2 and writes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import MSDTError
+
+log = logging.getLogger("msdt")
+EXIT_BAD_INPUT = 2
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "Testing" / "Data" / "totalsegmentator_ct_mr_spine"
+
+
+def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--modality", choices=("ct", "mr"), default="ct", help="image modality (default ct)")
+    parser.add_argument("--label-names", help="label name table: 'total', 'total_mr', or a JSON/text file")
+    parser.add_argument("--skin-threshold", type=float, help="skin threshold (HU for CT; default -500 / Otsu)")
+    parser.add_argument("--bone-threshold", type=float, default=200.0, help="CT bone threshold in HU")
+    parser.add_argument("--formats", default="stl", help="surface formats, comma separated: stl,obj")
+    parser.add_argument("--coordinates", choices=("RAS", "LPS"), default="RAS", help="surface coordinates")
+    parser.add_argument("--totalsegmentator", action="store_true",
+                        help="run TotalSegmentator when no --labels is given (needs msdt[ml] and its weights)")
+    parser.add_argument("--no-report", action="store_true", help="skip the PNG renders and report.html")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msdt", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    segment = commands.add_parser("segment", help="skin, bone, structures and vertebra landmarks of a CT/MR")
+    segment.add_argument("image", type=Path, help="NIfTI/NRRD/MHA file or DICOM series folder")
+    segment.add_argument("--labels", type=Path, help="label map (e.g. TotalSegmentator multilabel output)")
+    _add_segment_arguments(segment)
+    demo = commands.add_parser("demo", help="run 'segment' on the bundled sample CT and write report.html")
+    demo.add_argument("--out", type=Path, default=Path("build/demo"), help="output folder (default build/demo)")
+    return parser
+
+
+def run_segment(image: Path, labels: Path | None, out: Path, modality="ct", label_names=None,
+                skin_threshold=None, bone_threshold=200.0, formats="stl", coordinates="RAS",
+                totalsegmentator=False, report=True) -> dict:
+    """Build the anatomy twin and write scene.mrb, surfaces, summary.json (and report.html) into ``out``.
+
+    Everything is written to a staging folder first and moved into ``out`` only when all steps succeeded.
+    """
+    from . import io, pipeline, surfaces
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".msdt-staging-", dir=out.parent))
+    try:
+        from .app import new_scene
+
+        scene = new_scene()
+        options = pipeline.AnatomyOptions(modality=modality, skin_threshold=skin_threshold,
+                                          bone_threshold_hu=bone_threshold, label_names=label_names,
+                                          use_totalsegmentator=totalsegmentator)
+        volume = pipeline.load_inputs(scene, image, labels, options)
+        result = pipeline.build_anatomy_twin(scene, volume, str(labels) if labels else None, options)
+        summary = result.summary()
+        written = []
+        for segmentation in result.segmentation_nodes():
+            written += surfaces.export_segments(segmentation, staging / "surfaces",
+                                                [f.strip() for f in formats.split(",") if f.strip()],
+                                                coordinates)
+        written.append(io.save_mrb(scene, staging / "scene.mrb"))
+        if report:
+            written += _write_report(result, staging, summary)
+        summary["files"] = sorted(str(p.relative_to(staging)) for p in written) + ["summary.json"]
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        for item in staging.iterdir():
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(item), target)
+        return summary
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_report(result, out: Path, summary: dict) -> list[Path]:
+    """Renders (posterior 3D view, sagittal and coronal slices with labels) and report.html."""
+    from . import render
+    from .report import write_anatomy_report
+    from .visuals import anatomy_figures
+
+    images = anatomy_figures(result, out, render)
+    page = write_anatomy_report(out, summary, images, f"MSDT anatomy: {result.volume_node.GetName()}")
+    return [out / name for name in images.values()] + [page]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(message)s")
+    try:
+        if args.command == "demo":
+            image, labels = SAMPLE_DIR / "example_ct.nii.gz", SAMPLE_DIR / "spine_report" / "totalseg.nii.gz"
+            if not image.exists():
+                raise MSDTError(f"The bundled sample is not at '{SAMPLE_DIR}' (run the demo from a source checkout).")
+            summary = run_segment(image, labels, args.out, formats="stl,obj")
+            log.info("Report: %s", (args.out / "report.html").resolve())
+        else:
+            summary = run_segment(args.image, args.labels, args.out, args.modality, args.label_names,
+                                  args.skin_threshold, args.bone_threshold, args.formats, args.coordinates,
+                                  args.totalsegmentator, not args.no_report)
+    except MSDTError as error:
+        log.error("%s", error)
+        return EXIT_BAD_INPUT
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

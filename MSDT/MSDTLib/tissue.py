@@ -1,0 +1,68 @@
+"""Skin (body envelope) and bone masks from CT Hounsfield units or MR intensities (pure numpy/scipy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from .errors import MSDTError
+from .grid import Grid
+from .morphology import ball, fill_holes_slicewise, largest_component, remove_small_components
+
+CT_SKIN_THRESHOLD_HU = -500.0  # halfway between air (-1000 HU) and fat (about -100 HU)
+CT_BONE_THRESHOLD_HU = 200.0   # above soft tissue and blood with contrast; cortical and dense trabecular bone
+
+
+@dataclass
+class MaskResult:
+    """A binary mask (k, j, i) and the threshold that produced it (HU for CT, image units for MR)."""
+
+    mask: np.ndarray
+    threshold: float
+
+
+def mr_body_threshold(image: np.ndarray) -> float:
+    """Automatic MR body/background threshold: Otsu's method on the image's non-zero voxels.
+
+    Computed on log intensities, where the dark background and the bright, wide tissue range separate well;
+    on raw intensities Otsu tends to split fat from muscle instead.
+    """
+    values = image[np.isfinite(image)].astype(float)
+    values = values[values > 0]
+    if values.size == 0 or values.min() == values.max():
+        raise MSDTError("The MR image has no positive contrast; a body threshold cannot be found.")
+    return float(np.exp(threshold_otsu(np.log1p(values)))) - 1.0
+
+
+def body_mask(image: np.ndarray, grid: Grid, modality: str = "ct", threshold: float | None = None) -> MaskResult:
+    """Body envelope: threshold, open away the table and blankets, largest component, holes filled per slice.
+
+    Lungs, airways and bowel gas are enclosed by the body in every axial slice, so they end up inside.
+    """
+    if modality not in ("ct", "mr"):
+        raise MSDTError(f"Unknown modality '{modality}'; expected 'ct' or 'mr'.")
+    if threshold is None:
+        threshold = CT_SKIN_THRESHOLD_HU if modality == "ct" else mr_body_threshold(image)
+    foreground = image > threshold
+    if not foreground.any():
+        raise MSDTError(f"No voxel is above the skin threshold {threshold:g}; is this the right modality?")
+    opened = ndimage.binary_opening(foreground, structure=ball(3.0, grid.spacing_kji))
+    body = largest_component(opened if opened.any() else foreground)
+    body = ndimage.binary_dilation(body, structure=ball(3.0, grid.spacing_kji)) & foreground | body
+    body = fill_holes_slicewise(body, axis=grid.axis_along(2))
+    return MaskResult(largest_component(body), float(threshold))
+
+
+def bone_mask(image: np.ndarray, grid: Grid, threshold_hu: float = CT_BONE_THRESHOLD_HU,
+              min_volume_ml: float = 0.5) -> MaskResult:
+    """CT bone: HU threshold, closing (1.5 mm) to bridge thin cortex, marrow filled per slice, specks removed."""
+    bone = image >= threshold_hu
+    if not bone.any():
+        raise MSDTError(f"No voxel reaches the bone threshold {threshold_hu:g} HU; is this a CT in HU?")
+    bone = ndimage.binary_closing(bone, structure=ball(1.5, grid.spacing_kji), border_value=0) | bone
+    bone = fill_holes_slicewise(bone, axis=grid.axis_along(2))
+    min_voxels = max(1, int(round(min_volume_ml * 1000.0 / grid.voxel_volume_mm3)))
+    return MaskResult(remove_small_components(bone, min_voxels), float(threshold_hu))

@@ -1,0 +1,82 @@
+"""Pictures of an Anatomy run: a posterior 3D view of skin, vertebrae and landmarks, and labelled slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import slicer
+
+from . import io, labels, surfaces
+
+LANDMARK_COLORS = {"centroid": (0.1, 0.3, 0.9), "spinous": (0.85, 0.1, 0.1),
+                   "transverse_left": (0.1, 0.65, 0.2), "transverse_right": (0.95, 0.6, 0.05)}
+
+
+def _structure_surfaces(result, render) -> list:
+    items = [render.Surface(result.skin_model_node.GetPolyData(), labels.segment_color("skin"), 0.25, "skin")]
+    segmentation = result.structures_segmentation
+    if segmentation is not None:
+        for vertebra in result.vertebrae:
+            name = labels.CLASS_TABLES["total"].get(vertebra.label) or vertebra.level
+            name = name if segmentation.GetSegmentation().GetSegmentIdBySegmentName(name) else None
+            for candidate in (name, f"vertebrae_{vertebra.level}", vertebra.level):
+                if candidate and segmentation.GetSegmentation().GetSegmentIdBySegmentName(candidate):
+                    polydata = surfaces.segment_polydata(segmentation, candidate)
+                    items.append(render.Surface(polydata, labels.segment_color(vertebra.level), 1.0, vertebra.level))
+                    break
+    elif result.bone_segmentation is not None:
+        items.append(render.Surface(surfaces.segment_polydata(result.bone_segmentation, "bone"),
+                                    labels.segment_color("bone"), 1.0, "bone"))
+    return items
+
+
+def _landmark_points(result, render) -> list:
+    return [render.Point(point, LANDMARK_COLORS[name], 2.5)
+            for vertebra in result.vertebrae for name, point in vertebra.points.items()]
+
+
+def _vertebra_label_array(result) -> tuple[np.ndarray | None, dict]:
+    """Vertebra labels on the volume grid (value = label) and their colours, for slice overlays."""
+    if result.structures_segmentation is None or not result.vertebrae:
+        return None, {}
+    volume = result.volume_node
+    array = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.int32)
+    colors = {}
+    names = io.segment_names(result.structures_segmentation)
+    for vertebra in result.vertebrae:
+        matching = [n for n in names if labels.vertebra_level(n) == vertebra.level]
+        if matching:
+            array[io.segment_array(result.structures_segmentation, matching[0], volume)] = vertebra.label
+            colors[vertebra.label] = labels.segment_color(vertebra.level)
+    return array, colors
+
+
+def anatomy_figures(result, out_dir: str | Path, render) -> dict[str, str]:
+    """Write the PNG figures of an Anatomy run into ``out_dir``; returns caption -> file name."""
+    out_dir = Path(out_dir)
+    images = {}
+    points = _landmark_points(result, render)
+    surfaces_3d = _structure_surfaces(result, render)
+    render.render_surfaces(surfaces_3d, out_dir / "view_posterior.png", points=points, view="posterior",
+                           title="Posterior view: skin, vertebrae, landmarks")
+    images["3D, posterior view (skin translucent; landmarks: blue centroid, red spinous, green/orange TP)"] = \
+        "view_posterior.png"
+    render.render_surfaces(surfaces_3d, out_dir / "view_left.png", points=points, view="left")
+    images["3D, left lateral view"] = "view_left.png"
+    volume = slicer.util.arrayFromVolume(result.volume_node)
+    ijk_to_ras = io.node_ijk_to_ras(result.volume_node)
+    window = (400.0, 1800.0) if result.skin["modality"] == "ct" else None
+    label_array, colors = _vertebra_label_array(result)
+    if label_array is None:
+        label_array = io.segment_array(result.skin_segmentation, "skin", result.volume_node).astype(np.int32)
+        colors = {1: labels.segment_color("skin")}
+    slice_points = [p for p in points if p.color == LANDMARK_COLORS["spinous"] or p.color == LANDMARK_COLORS[
+        "centroid"]]
+    for orientation in ("sagittal", "coronal"):
+        name = f"slice_{orientation}.png"
+        render.render_slice(volume, ijk_to_ras, out_dir / name, labels=label_array, label_colors=colors,
+                            orientation=orientation, window=window, points=slice_points,
+                            pixel_size_mm=1.0)
+        images[f"{orientation.capitalize()} slice with labels"] = name
+    return images

@@ -1,0 +1,700 @@
+"""Static checks of the four Slicer scripted modules, runnable without Slicer.
+
+- every module script and every file of its ``<Module>Lib`` package byte-compiles;
+- every ``.ui`` loads with PySide6's ``QUiLoader`` (Slicer's qMRML*/ctk* widgets replaced by the base class that
+  the ``.ui`` declares for them) and holds every ``self.ui.<name>`` the module script uses;
+- each module's ``CMakeLists.txt`` lists exactly the Lib's python files (explicitly, no ``file(GLOB)``) plus the
+  icon and ``.ui``, and the top-level ``CMakeLists.txt`` adds the four modules;
+- each module script defines ``<M>``, ``<M>Widget``, ``<M>Logic`` and ``<M>Test``.
+
+Each checker is a plain function returning a list of problems, and each has a negative test that feeds it a
+broken synthetic input, so that a checker that can no longer fail is noticed.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import py_compile
+import re
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+# Set before PySide6 is imported anywhere in this process: no window may open during the tests.
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = ["MSDT", "MSDTFusion", "MSDTMotion", "MSDTInference"]
+ICON_SIZE = (128, 128)
+
+# Widgets the MSDT (Anatomy) panel must have: objectName -> accepted declared classes.
+MSDT_WIDGETS = {
+    "inputVolumeSelector": {"qMRMLNodeComboBox"},
+    "labelMapSelector": {"qMRMLNodeComboBox"},
+    "modalityComboBox": {"QComboBox"},
+    "skinThresholdSpinBox": {"ctkDoubleSpinBox", "QDoubleSpinBox"},
+    "boneThresholdSpinBox": {"ctkDoubleSpinBox", "QDoubleSpinBox"},
+    "useTotalSegmentatorCheckBox": {"QCheckBox"},
+    "applyButton": {"QPushButton"},
+    "progressBar": {"QProgressBar"},
+    "resultsTableView": {"qMRMLTableView"},
+    "exportDirectoryButton": {"ctkDirectoryButton"},
+    "exportFormatComboBox": {"QComboBox"},
+    "exportCoordinateComboBox": {"QComboBox"},
+    "exportButton": {"QPushButton"},
+}
+MSDT_SECTIONS = ["Inputs", "Parameters", "Results", "Export"]
+
+
+def module_script(module: str) -> Path:
+    return ROOT / module / f"{module}.py"
+
+
+def module_ui(module: str) -> Path:
+    return ROOT / module / "Resources" / "UI" / f"{module}.ui"
+
+
+def module_icon(module: str) -> Path:
+    return ROOT / module / "Resources" / "Icons" / f"{module}.png"
+
+
+def lib_dir(module: str) -> Path:
+    return ROOT / module / f"{module}Lib"
+
+
+def lib_files(module_dir: Path, lib_name: str) -> tuple[list[str], list[str]]:
+    """(python files, other data files) of the Lib package, as paths relative to the module folder."""
+    python, data = [], []
+    lib = module_dir / lib_name
+    for path in sorted(lib.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix in {".pyc", ".pyo"}:
+            continue
+        relative = path.relative_to(module_dir).as_posix()
+        (python if path.suffix == ".py" else data).append(relative)
+    return python, data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# byte compilation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def compile_problems(paths: list[Path], scratch: Path) -> list[str]:
+    problems = []
+    for index, path in enumerate(paths):
+        try:
+            py_compile.compile(str(path), cfile=str(scratch / f"{index}.pyc"), doraise=True)
+        except py_compile.PyCompileError as error:
+            problems.append(f"{path}: {error.msg}")
+    return problems
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_and_lib_byte_compile(module, tmp_path):
+    python, _ = lib_files(ROOT / module, f"{module}Lib")
+    paths = [module_script(module)] + [ROOT / module / relative for relative in python]
+    assert f"{module}Lib/__init__.py" in python, f"{module}Lib is not a package"
+    assert compile_problems(paths, tmp_path) == []
+
+
+def test_compile_check_reports_syntax_error(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n    pass\n")
+    good = tmp_path / "good.py"
+    good.write_text("x = 1\n")
+    problems = compile_problems([good, broken], tmp_path)
+    assert len(problems) == 1 and "broken.py" in problems[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# module classes (ast)
+# --------------------------------------------------------------------------------------------------------------
+
+EXPECTED_BASES = {
+    "": "ScriptedLoadableModule",
+    "Widget": "ScriptedLoadableModuleWidget",
+    "Logic": "ScriptedLoadableModuleLogic",
+    "Test": "ScriptedLoadableModuleTest",
+}
+
+
+def _base_names(node: ast.ClassDef) -> set[str]:
+    names = set()
+    for base in node.bases:
+        if isinstance(base, ast.Name):
+            names.add(base.id)
+        elif isinstance(base, ast.Attribute):
+            names.add(base.attr)
+    return names
+
+
+def class_problems(source: str, module: str) -> list[str]:
+    classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+    problems = []
+    for suffix, base in EXPECTED_BASES.items():
+        name = module + suffix
+        if name not in classes:
+            problems.append(f"class {name} missing")
+        elif base not in _base_names(classes[name]):
+            problems.append(f"class {name} does not derive from {base}")
+    return problems
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_defines_the_four_classes(module):
+    source = module_script(module).read_text(encoding="utf-8")
+    assert class_problems(source, module) == []
+    tree = ast.parse(source)
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+    assert "VTKObservationMixin" in _base_names(widget)
+
+
+def test_class_check_reports_missing_class():
+    source = (
+        "class Foo(ScriptedLoadableModule): pass\n"
+        "class FooWidget(ScriptedLoadableModuleWidget): pass\n"
+        "class FooLogic(object): pass\n"
+    )
+    assert class_problems(source, "Foo") == [
+        "class FooLogic does not derive from ScriptedLoadableModuleLogic",
+        "class FooTest missing",
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# .ui files
+# --------------------------------------------------------------------------------------------------------------
+
+
+def ui_names_used(source: str) -> set[str]:
+    """Names ``<n>`` of every ``self.ui.<n>`` and ``ui.<n>`` in a module script."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Attribute) and owner.attr == "ui" and isinstance(owner.value, ast.Name):
+            if owner.value.id == "self":
+                names.add(node.attr)
+        elif isinstance(owner, ast.Name) and owner.id == "ui":
+            names.add(node.attr)
+    return names
+
+
+def ui_widget_classes(ui_root: ET.Element) -> dict[str, str]:
+    """objectName -> declared class of every widget in a parsed .ui."""
+    return {w.get("name"): w.get("class") for w in ui_root.iter("widget")}
+
+
+def missing_ui_names(source: str, available: set[str]) -> list[str]:
+    return sorted(ui_names_used(source) - available)
+
+
+def parameter_names_in_ui(ui_root: ET.Element) -> dict[str, str]:
+    """objectName -> SlicerParameterName of the widgets bound to the parameter node."""
+    bound = {}
+    for widget in ui_root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[widget.get("name")] = prop.findtext("string")
+    return bound
+
+
+def parameter_node_fields(source: str) -> set[str] | None:
+    """Annotated fields of the class decorated with ``@parameterNodeWrapper`` (None if there is none)."""
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        decorators = {d.id if isinstance(d, ast.Name) else getattr(d, "attr", "") for d in node.decorator_list}
+        if "parameterNodeWrapper" in decorators:
+            return {
+                stmt.target.id
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            }
+    return None
+
+
+def parameter_binding_problems(source: str, ui_root: ET.Element) -> list[str]:
+    bound = parameter_names_in_ui(ui_root)
+    fields = parameter_node_fields(source)
+    if fields is None:
+        return [f"{w} is bound to '{p}' but the module has no @parameterNodeWrapper class" for w, p in bound.items()]
+    return [f"{w} is bound to unknown parameter '{p}'" for w, p in sorted(bound.items()) if p not in fields]
+
+
+def connection_problems(ui_root: ET.Element) -> list[str]:
+    names = set(ui_widget_classes(ui_root))
+    problems = []
+    for connection in ui_root.iter("connection"):
+        for role in ("sender", "receiver"):
+            name = connection.findtext(role)
+            if name not in names:
+                problems.append(f"connection {role} '{name}' is not a widget of the .ui")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def qt():
+    """PySide6 modules with one offscreen QApplication for the whole session."""
+    from PySide6 import QtCore, QtUiTools, QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["pytest"])
+    assert app.platformName() == "offscreen"
+    return QtCore, QtUiTools, QtWidgets
+
+
+def load_ui(qt, ui_path: Path):
+    """Load a .ui with QUiLoader; unknown (Slicer) classes become the base class the .ui declares for them.
+
+    Returns (root widget or None, problems). Qt warnings printed while loading count as problems.
+    """
+    QtCore, QtUiTools, QtWidgets = qt
+    root = ET.parse(ui_path).getroot()
+    extends = {cw.findtext("class"): cw.findtext("extends") for cw in root.iter("customwidget")}
+    problems: list[str] = []
+
+    class FallbackLoader(QtUiTools.QUiLoader):
+        def __init__(self):
+            super().__init__()
+            self.known = set(self.availableWidgets())
+
+        def createWidget(self, className, parent=None, name=""):
+            resolved, seen = className, []
+            while resolved not in self.known:
+                if resolved in seen or not extends.get(resolved):
+                    problems.append(f"widget '{name}': class {className} is unknown and declares no known base")
+                    return None
+                seen.append(resolved)
+                resolved = extends[resolved]
+            return super().createWidget(resolved, parent, name)
+
+    # The connections use Slicer signals/slots (mrmlSceneChanged -> setMRMLScene) that the stand-in base
+    # classes lack; connection_problems() checks them statically instead.
+    for connections in root.findall("connections"):
+        root.remove(connections)
+    buffer = QtCore.QBuffer()
+    buffer.setData(QtCore.QByteArray(ET.tostring(root, encoding="utf-8")))
+    buffer.open(QtCore.QIODevice.OpenModeFlag.ReadOnly)
+
+    def onMessage(kind, context, message):
+        if kind != QtCore.QtMsgType.QtDebugMsg:
+            problems.append(f"Qt: {message}")
+
+    previous = QtCore.qInstallMessageHandler(onMessage)
+    try:
+        loader = FallbackLoader()
+        widget = loader.load(buffer)
+    finally:
+        QtCore.qInstallMessageHandler(previous)
+    if widget is None:
+        problems.append(f"QUiLoader failed: {loader.errorString()}")
+    return widget, problems
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_loads_and_has_the_widgets_the_module_uses(qt, module):
+    _, _, QtWidgets = qt
+    ui_path = module_ui(module)
+    ui_root = ET.parse(ui_path).getroot()
+    widget, problems = load_ui(qt, ui_path)
+    assert problems == []
+    assert widget.objectName() == module
+
+    source = module_script(module).read_text(encoding="utf-8")
+    used = ui_names_used(source)
+    assert used, f"{module}.py uses no self.ui.<widget>: the checker would pass vacuously"
+    assert missing_ui_names(source, set(ui_widget_classes(ui_root))) == []
+    for name in sorted(used):
+        assert widget.findChild(QtWidgets.QWidget, name) is not None, f"{name} not in the loaded widget tree"
+
+    assert parameter_binding_problems(source, ui_root) == []
+    assert connection_problems(ui_root) == []
+    assert "loadUI" in source and f"UI/{module}.ui" in source and "childWidgetVariables" in source
+
+    titles = [
+        b.findtext("property[@name='text']/string")
+        for b in ui_root.iter("widget")
+        if b.get("class") == "ctkCollapsibleButton"
+    ]
+    assert titles, "no ctkCollapsibleButton section"
+    widget.deleteLater()
+
+
+def test_msdt_ui_has_the_required_widgets(qt):
+    _, _, QtWidgets = qt
+    ui_root = ET.parse(module_ui("MSDT")).getroot()
+    declared = ui_widget_classes(ui_root)
+    for name, classes in MSDT_WIDGETS.items():
+        assert declared.get(name) in classes, f"{name}: declared {declared.get(name)}, expected one of {classes}"
+
+    sections = [
+        b.findtext("property[@name='text']/string")
+        for b in ui_root.iter("widget")
+        if b.get("class") == "ctkCollapsibleButton"
+    ]
+    assert sections == MSDT_SECTIONS
+    assert any(s.findtext("property[@name='orientation']/enum") == "Qt::Vertical" for s in ui_root.iter("spacer"))
+
+    def prop(name, key):
+        widget = next(w for w in ui_root.iter("widget") if w.get("name") == name)
+        return widget.find(f"property[@name='{key}']")
+
+    assert [s.text for s in prop("inputVolumeSelector", "nodeTypes").iter("string")] == ["vtkMRMLScalarVolumeNode"]
+    assert {s.text for s in prop("labelMapSelector", "nodeTypes").iter("string")} == {
+        "vtkMRMLLabelMapVolumeNode",
+        "vtkMRMLScalarVolumeNode",
+    }
+    assert prop("labelMapSelector", "noneEnabled").findtext("bool") == "true"
+    assert prop("skinThresholdSpinBox", "specialValueText").findtext("string") == "auto"
+
+    widget, problems = load_ui(qt, module_ui("MSDT"))
+    assert problems == []
+
+    def items(name):
+        combo = widget.findChild(QtWidgets.QComboBox, name)
+        return [combo.itemText(i) for i in range(combo.count())]
+
+    assert items("modalityComboBox") == ["CT", "MR"]
+    assert items("exportFormatComboBox") == ["STL", "OBJ"]
+    assert items("exportCoordinateComboBox") == ["RAS", "LPS"]
+    # The "auto" special value shows at the minimum, which is the spin box's initial value.
+    skin = widget.findChild(QtWidgets.QDoubleSpinBox, "skinThresholdSpinBox")
+    assert skin.value() == skin.minimum() and skin.text() == "auto"
+    widget.deleteLater()
+
+
+@pytest.mark.parametrize("module", ["MSDTFusion", "MSDTMotion", "MSDTInference"])
+def test_placeholder_ui_has_status_label(qt, module):
+    _, _, QtWidgets = qt
+    widget, problems = load_ui(qt, module_ui(module))
+    assert problems == []
+    label = widget.findChild(QtWidgets.QLabel, "statusLabel")
+    assert label is not None and len(label.text()) > 20
+    widget.deleteLater()
+
+
+def test_ui_name_check_reports_missing_widget():
+    source = (
+        "class W:\n"
+        "    def setup(self):\n"
+        "        self.ui.applyButton.enabled = True\n"
+        "        self.ui.doesNotExist.text = 'x'\n"
+        "        ui = object()\n"
+        "        ui.alsoMissing\n"
+    )
+    assert ui_names_used(source) == {"applyButton", "doesNotExist", "alsoMissing"}
+    assert missing_ui_names(source, {"applyButton"}) == ["alsoMissing", "doesNotExist"]
+
+
+def test_ui_loader_reports_undeclared_widget_class(qt, tmp_path):
+    ui = tmp_path / "Broken.ui"
+    ui.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><ui version="4.0"><class>Broken</class>'
+        '<widget class="qMRMLWidget" name="Broken"><layout class="QVBoxLayout" name="layout">'
+        '<item><widget class="qFooWidget" name="foo"/></item></layout></widget>'
+        "<customwidgets><customwidget><class>qMRMLWidget</class><extends>QWidget</extends>"
+        "<header>qMRMLWidget.h</header></customwidget></customwidgets></ui>"
+    )
+    _, problems = load_ui(qt, ui)
+    assert any("qFooWidget" in p for p in problems), problems
+
+
+def test_parameter_binding_check_reports_unknown_parameter():
+    source = (
+        "@parameterNodeWrapper\n"
+        "class P:\n"
+        "    inputVolume: object\n"
+    )
+    ui_root = ET.fromstring(
+        '<ui><widget class="QWidget" name="top">'
+        '<widget class="QComboBox" name="a"><property name="SlicerParameterName" stdset="0">'
+        "<string>inputVolume</string></property></widget>"
+        '<widget class="QComboBox" name="b"><property name="SlicerParameterName" stdset="0">'
+        "<string>typo</string></property></widget>"
+        "</widget>"
+        "<connections><connection><sender>top</sender><receiver>gone</receiver></connection></connections></ui>"
+    )
+    assert parameter_binding_problems(source, ui_root) == ["b is bound to unknown parameter 'typo'"]
+    assert connection_problems(ui_root) == ["connection receiver 'gone' is not a widget of the .ui"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CMakeLists.txt
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _strip_cmake_comments(text: str) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def cmake_set_lists(text: str) -> dict[str, list[str]]:
+    """Values of every ``set(NAME v1 v2 ...)``, with ``${MODULE_NAME}`` and quotes resolved."""
+    code = _strip_cmake_comments(text)
+    values = {}
+    for match in re.finditer(r"\bset\s*\(\s*(\w+)([^)]*)\)", code, flags=re.IGNORECASE):
+        values[match.group(1)] = [token.strip('"') for token in match.group(2).split()]
+    module_name = values.get("MODULE_NAME", [""])[0]
+    return {
+        name: [token.replace("${MODULE_NAME}", module_name) for token in tokens] for name, tokens in values.items()
+    }
+
+
+def module_cmake_problems(module_dir: Path) -> list[str]:
+    module = module_dir.name
+    cmake = module_dir / "CMakeLists.txt"
+    if not cmake.is_file():
+        return [f"{cmake} missing"]
+    text = cmake.read_text(encoding="utf-8")
+    code = _strip_cmake_comments(text)
+    values = cmake_set_lists(text)
+    problems = []
+    if values.get("MODULE_NAME") != [module]:
+        problems.append(f"MODULE_NAME is {values.get('MODULE_NAME')}, expected {module}")
+    if re.search(r"file\s*\(\s*GLOB", code, flags=re.IGNORECASE):
+        problems.append("file(GLOB ...) used: list the files explicitly")
+
+    scripts = values.get("MODULE_PYTHON_SCRIPTS", [])
+    resources = values.get("MODULE_PYTHON_RESOURCES", [])
+    python, data = lib_files(module_dir, f"{module}Lib")
+    expected_scripts = [f"{module}.py"] + python
+    for missing in sorted(set(expected_scripts) - set(scripts)):
+        problems.append(f"{missing} exists but is not in MODULE_PYTHON_SCRIPTS")
+    for extra in sorted(set(scripts) - set(expected_scripts)):
+        problems.append(f"MODULE_PYTHON_SCRIPTS lists {extra}, which is not a python file of the module")
+    if len(scripts) != len(set(scripts)):
+        problems.append("MODULE_PYTHON_SCRIPTS lists a file twice")
+
+    expected_resources = [f"Resources/Icons/{module}.png", f"Resources/UI/{module}.ui"] + data
+    for missing in sorted(set(expected_resources) - set(resources)):
+        problems.append(f"{missing} is not in MODULE_PYTHON_RESOURCES")
+    for listed in scripts + resources:
+        if not (module_dir / listed).is_file():
+            problems.append(f"{listed} is listed but does not exist")
+
+    build = re.search(r"slicerMacroBuildScriptedModule\s*\(([^)]*)\)", code)
+    if build is None:
+        problems.append("slicerMacroBuildScriptedModule(...) missing")
+    else:
+        arguments = build.group(1).split()
+        for pair in (
+            ["NAME", "${MODULE_NAME}"],
+            ["SCRIPTS", "${MODULE_PYTHON_SCRIPTS}"],
+            ["RESOURCES", "${MODULE_PYTHON_RESOURCES}"],
+        ):
+            index = arguments.index(pair[0]) if pair[0] in arguments else -1
+            if index < 0 or arguments[index + 1 : index + 2] != pair[1:]:
+                problems.append(f"slicerMacroBuildScriptedModule lacks {' '.join(pair)}")
+        if "WITH_GENERIC_TESTS" not in arguments:
+            problems.append("slicerMacroBuildScriptedModule lacks WITH_GENERIC_TESTS")
+    if not re.search(
+        r"if\s*\(\s*BUILD_TESTING\s*\)(?:(?!endif).)*slicer_add_python_unittest\s*\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py",
+        code,
+        flags=re.DOTALL,
+    ):
+        problems.append("no slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py) inside if(BUILD_TESTING)")
+    return problems
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_cmakelists_lists_every_file(module):
+    assert module_cmake_problems(ROOT / module) == []
+
+
+def test_cmake_check_reports_unlisted_and_missing_files(tmp_path):
+    module_dir = tmp_path / "Foo"
+    (module_dir / "FooLib").mkdir(parents=True)
+    (module_dir / "FooLib" / "__init__.py").write_text("")
+    (module_dir / "FooLib" / "new_algorithm.py").write_text("")
+    (module_dir / "FooLib" / "table.json").write_text("{}")
+    (module_dir / "Foo.py").write_text("")
+    (module_dir / "CMakeLists.txt").write_text(
+        "set(MODULE_NAME Foo)\n"
+        "set(MODULE_PYTHON_SCRIPTS\n  ${MODULE_NAME}.py\n  ${MODULE_NAME}Lib/__init__.py\n"
+        "  ${MODULE_NAME}Lib/removed.py\n  )\n"
+        "set(MODULE_PYTHON_RESOURCES\n  Resources/UI/${MODULE_NAME}.ui\n  )\n"
+        "file(GLOB EXTRA ${MODULE_NAME}Lib/*.py)\n"
+        "slicerMacroBuildScriptedModule(NAME ${MODULE_NAME} SCRIPTS ${MODULE_PYTHON_SCRIPTS})\n"
+    )
+    problems = module_cmake_problems(module_dir)
+    expected_fragments = [
+        "file(GLOB",
+        "FooLib/new_algorithm.py exists but is not in MODULE_PYTHON_SCRIPTS",
+        "MODULE_PYTHON_SCRIPTS lists FooLib/removed.py",
+        "Resources/Icons/Foo.png is not in MODULE_PYTHON_RESOURCES",
+        "FooLib/table.json is not in MODULE_PYTHON_RESOURCES",
+        "FooLib/removed.py is listed but does not exist",
+        "Resources/UI/Foo.ui is listed but does not exist",
+        "lacks RESOURCES",
+        "lacks WITH_GENERIC_TESTS",
+        "slicer_add_python_unittest",
+    ]
+    for fragment in expected_fragments:
+        assert any(fragment in p for p in problems), (fragment, problems)
+
+
+def top_level_cmake_problems(root: Path, modules: list[str]) -> list[str]:
+    code = _strip_cmake_comments((root / "CMakeLists.txt").read_text(encoding="utf-8"))
+    problems = []
+    required = [
+        r"cmake_minimum_required\s*\(",
+        r"project\s*\(\s*MSDT\s*\)",
+        r"find_package\s*\(\s*Slicer\s+REQUIRED\s*\)",
+        r"include\s*\(\s*\$\{Slicer_USE_FILE\}\s*\)",
+        r"include\s*\(\s*\$\{Slicer_EXTENSION_GENERATE_CONFIG\}\s*\)",
+        r"include\s*\(\s*\$\{Slicer_EXTENSION_CPACK\}\s*\)",
+    ]
+    problems += [f"top-level CMakeLists.txt lacks {pattern}" for pattern in required if not re.search(pattern, code)]
+    for variable in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+    ):
+        if not re.search(rf"set\s*\(\s*{variable}\s+\S", code):
+            problems.append(f"{variable} is not set")
+    added = re.findall(r"add_subdirectory\s*\(\s*(\w+)\s*\)", code)
+    for module in modules:
+        if module not in added:
+            problems.append(f"add_subdirectory({module}) missing")
+        elif not (root / module / "CMakeLists.txt").is_file():
+            problems.append(f"{module}/CMakeLists.txt missing")
+    return problems
+
+
+def test_top_level_cmakelists_adds_the_modules():
+    assert top_level_cmake_problems(ROOT, MODULES) == []
+    code = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert 'set(EXTENSION_HOMEPAGE "https://github.com/msdt-project/SlicerMSDT")' in code
+    assert 'set(EXTENSION_CATEGORY "Digital Twin")' in code
+    assert 'set(EXTENSION_DEPENDS "NA")' in code
+
+
+def test_top_level_check_reports_missing_module(tmp_path):
+    (tmp_path / "CMakeLists.txt").write_text("project(MSDT)\nadd_subdirectory(MSDT)\n# add_subdirectory(Other)\n")
+    problems = top_level_cmake_problems(tmp_path, ["MSDT", "Other"])
+    assert "add_subdirectory(Other) missing" in problems
+    assert "MSDT/CMakeLists.txt missing" in problems
+    assert "EXTENSION_ICONURL is not set" in problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MSDTLogic against the real library, headless
+# --------------------------------------------------------------------------------------------------------------
+
+SAMPLE_DATA = ROOT / "Testing" / "Data" / "totalsegmentator_ct_mr_spine"
+
+
+@pytest.fixture
+def msdt_module(monkeypatch):
+    """MSDT/MSDT.py imported outside Slicer: the GUI-only imports (qt, ScriptedLoadableModule, i18n,
+    parameterNodeWrapper, markups wrapping) are replaced by inert stand-ins; MRML and MSDTLib are real."""
+    import importlib.util
+    import sys
+    import types
+
+    import slicer
+    import slicer.util
+
+    def inert(name):
+        return type(name, (), {"__init__": lambda self, *args, **kwargs: None})
+
+    def stub(name, **attributes):
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+
+    stub("qt")
+    stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
+    stub(
+        "slicer.parameterNodeWrapper",
+        parameterNodeWrapper=lambda cls: cls,
+        Choice=inert("Choice"),
+        Default=inert("Default"),
+        WithinRange=inert("WithinRange"),
+    )
+    stub(
+        "slicer.ScriptedLoadableModule",
+        ScriptedLoadableModule=inert("ScriptedLoadableModule"),
+        ScriptedLoadableModuleWidget=inert("ScriptedLoadableModuleWidget"),
+        ScriptedLoadableModuleLogic=inert("ScriptedLoadableModuleLogic"),
+        ScriptedLoadableModuleTest=inert("ScriptedLoadableModuleTest"),
+    )
+    stub("vtkSlicerMarkupsModuleMRMLPython", vtkMRMLMarkupsFiducialNode=slicer.vtkMRMLMarkupsFiducialNode)
+    monkeypatch.setattr(slicer.util, "VTKObservationMixin", inert("VTKObservationMixin"), raising=False)
+    monkeypatch.syspath_prepend(str(ROOT / "MSDT"))
+
+    spec = importlib.util.spec_from_file_location("MSDT_slicer_module_under_test", module_script("MSDT"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_msdt_logic_runs_the_library_headless(msdt_module, tmp_path):
+    """The module's Logic calls the MSDTLib API with the right names: build, bad input, export."""
+    import SimpleITK as sitk
+    from MSDTLib import app, io
+    from MSDTLib.errors import MSDTError
+
+    logic = msdt_module.MSDTLogic()
+    assert logic.skinThresholdOrAuto(msdt_module.SKIN_THRESHOLD_AUTO) is None
+    assert logic.skinThresholdOrAuto(-450.0) == -450.0
+
+    scene = app.new_scene()
+    try:
+        volume = io.load_volume(scene, SAMPLE_DATA / "example_ct_sm.nii.gz")
+        labels = io.volume_node_from_image(
+            scene, sitk.ReadImage(str(SAMPLE_DATA / "example_seg.nii.gz")), "segmentation", labelmap=True
+        )
+        calls = []
+        result = logic.process(
+            volume,
+            labelMap=labels,
+            modality="CT",
+            skinThreshold=None,
+            boneThresholdHU=200.0,
+            progress=lambda fraction, message: calls.append((fraction, message)),
+            scene=scene,
+        )
+        assert calls and calls[-1][0] == pytest.approx(1.0)
+        assert result.segmentation_node.GetSegmentation().GetNumberOfSegments() > 0
+        assert result.landmarks_node.GetNumberOfControlPoints() > 0
+        assert result.table_node.GetNumberOfRows() > 0
+        assert result.skin_model_node is not None
+        assert isinstance(result.summary(), dict)
+
+        nodes = scene.GetNumberOfNodes()
+        with pytest.raises(MSDTError):
+            logic.process(None, scene=scene)
+        with pytest.raises(MSDTError):
+            logic.process(volume, modality="PET", scene=scene)
+        assert scene.GetNumberOfNodes() == nodes
+
+        paths = logic.exportSegments(result.segmentation_node, tmp_path, fileFormat="OBJ", coordinateSystem="RAS")
+        assert paths and all(Path(p).suffix == ".obj" and Path(p).stat().st_size > 0 for p in paths)
+        with pytest.raises(MSDTError):
+            logic.exportSegments(None, tmp_path)
+    finally:
+        app.shutdown_scene(scene)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# icons
+# --------------------------------------------------------------------------------------------------------------
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.mark.parametrize("path", [ROOT / "MSDT.png"] + [module_icon(m) for m in MODULES], ids=lambda p: p.name)
+def test_icons_are_128px_png(path):
+    assert png_size(path) == ICON_SIZE
