@@ -66,9 +66,10 @@ class MSDT(ScriptedLoadableModule):
         self.parent.contributors = ["MSDT contributors"]
         self.parent.helpText = _(
             "Builds the anatomy layer of a musculoskeletal digital twin of the spine and trunk from a CT or MR "
-            "volume: segments vertebrae, discs, spinal canal, trunk muscles and the skin envelope (or takes an "
-            "existing label map such as a TotalSegmentator result), places anatomical landmarks and measures "
-            "every structure. The segments can be exported as STL or OBJ surfaces in RAS or LPS coordinates. "
+            "volume: the skin envelope (surface model, volume and area), bone (CT), the structures of an optional "
+            "label map (for example a TotalSegmentator result, or TotalSegmentator run on the fly), per-vertebra "
+            "landmarks with their depth under the skin, and a table of measurements. The segments can be exported "
+            "as STL or OBJ surfaces in RAS or LPS coordinates. "
             'See <a href="https://github.com/msdt-project/SlicerMSDT">the project page</a> for details.'
         )
         self.parent.acknowledgementText = _(
@@ -97,7 +98,7 @@ class MSDTParameterNode:
     skinThreshold: Annotated[
         float, WithinRange(SKIN_THRESHOLD_AUTO, SKIN_THRESHOLD_MAX), Default(SKIN_THRESHOLD_AUTO)
     ]
-    boneThresholdHU: Annotated[float, WithinRange(-1024.0, 3071.0), Default(200.0)]
+    boneThresholdHU: Annotated[float, WithinRange(-1024.0, 3071.0), Default(120.0)]
     useTotalSegmentator: bool
     # Export
     exportDirectory: Annotated[pathlib.Path, Default(pathlib.Path.home())]
@@ -160,9 +161,13 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self) -> None:
         """Called each time the user opens a different module: stop updating the GUI from the parameter node."""
+        self._disconnectParameterNode()
+
+    def _disconnectParameterNode(self) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -188,10 +193,7 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Bind the GUI to a parameter node (or to none); the widgets then follow the node and vice versa."""
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -239,21 +241,30 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _offerMissingPackage(self) -> bool:
         """Offer to pip-install a Python package MSDTLib needs; True when the library can be imported."""
-        missing = self.logic.missingPythonPackage()
-        while missing is not None:
-            if not slicer.util.confirmOkCancelDisplay(
-                _("MSDT needs the Python package '{package}', which is not installed. Install it now?").format(
-                    package=missing
-                ),
+        try:
+            missing = self.logic.missingPythonPackage()
+            while missing is not None:
+                if not slicer.util.confirmOkCancelDisplay(
+                    _("MSDT needs the Python package '{package}', which is not installed. Install it now?").format(
+                        package=missing
+                    ),
+                    windowTitle=_("MSDT: missing Python package"),
+                ):
+                    return False
+                slicer.util.pip_install(missing)
+                importlib.invalidate_caches()
+                previous, missing = missing, self.logic.missingPythonPackage()
+                if missing == previous:
+                    slicer.util.errorDisplay(_("Installing '{package}' did not help.").format(package=missing))
+                    return False
+        except Exception as error:  # e.g. a module MSDTLib imports that pip cannot provide by that name
+            logging.error(traceback.format_exc())
+            slicer.util.errorDisplay(
+                _("The MSDT library cannot be imported: {error}").format(error=error),
                 windowTitle=_("MSDT: missing Python package"),
-            ):
-                return False
-            slicer.util.pip_install(missing)
-            importlib.invalidate_caches()
-            previous, missing = missing, self.logic.missingPythonPackage()
-            if missing == previous:
-                slicer.util.errorDisplay(_("Installing '{package}' did not help.").format(package=missing))
-                return False
+                detailedText=traceback.format_exc(),
+            )
+            return False
         return True
 
     def _reportError(self, error, title: str, details: str) -> None:
@@ -381,7 +392,7 @@ class MSDTLogic(ScriptedLoadableModuleLogic):
         labelMap=None,
         modality: str = "CT",
         skinThreshold=None,
-        boneThresholdHU: float = 200.0,
+        boneThresholdHU: float = 120.0,
         useTotalSegmentator: bool = False,
         progress=None,
         scene=None,

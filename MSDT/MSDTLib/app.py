@@ -71,9 +71,20 @@ def new_scene() -> slicer.vtkMRMLScene:
     subject_hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
     subject_hierarchy.SetMRMLScene(scene)
     app_logic.SetModuleLogic("SubjectHierarchy", subject_hierarchy)
+    module_logics = [colors, subject_hierarchy]
+    # Markups (JSON storage of control points) and Sequences register their node classes with the scene.
+    for name, logic_class in (("Markups", slicer.vtkSlicerMarkupsLogic),
+                              ("Sequences", slicer.vtkSlicerSequencesLogic)):
+        logic = logic_class()
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+        app_logic.SetModuleLogic(name, logic)
+        module_logics.append(logic)
+
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # the GUI always has one
 
     # Keep the logics alive as long as the scene (VTK holds only weak references back to Python objects).
-    _SCENE_LOGICS[scene.GetAddressAsString("")] = (app_logic, colors, subject_hierarchy, io_manager, cache)
+    _SCENE_LOGICS[scene.GetAddressAsString("")] = (app_logic, io_manager, cache, *module_logics)
     return scene
 
 

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import MSDTError
+from .tissue import CT_BONE_THRESHOLD_HU
 
 log = logging.getLogger("msdt")
 EXIT_BAD_INPUT = 2
@@ -22,7 +23,8 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=("ct", "mr"), default="ct", help="image modality (default ct)")
     parser.add_argument("--label-names", help="label name table: 'total', 'total_mr', or a JSON/text file")
     parser.add_argument("--skin-threshold", type=float, help="skin threshold (HU for CT; default -500 / Otsu)")
-    parser.add_argument("--bone-threshold", type=float, default=200.0, help="CT bone threshold in HU")
+    parser.add_argument("--bone-threshold", type=float, default=CT_BONE_THRESHOLD_HU,
+                        help="lowest HU of bone (hysteresis from cortical bone at 300 HU)")
     parser.add_argument("--formats", default="stl", help="surface formats, comma separated: stl,obj")
     parser.add_argument("--coordinates", choices=("RAS", "LPS"), default="RAS", help="surface coordinates")
     parser.add_argument("--totalsegmentator", action="store_true",
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(image: Path, labels: Path | None, out: Path, modality="ct", label_names=None,
-                skin_threshold=None, bone_threshold=200.0, formats="stl", coordinates="RAS",
+                skin_threshold=None, bone_threshold=CT_BONE_THRESHOLD_HU, formats="stl", coordinates="RAS",
                 totalsegmentator=False, report=True) -> dict:
     """Build the anatomy twin and write scene.mrb, surfaces, summary.json (and report.html) into ``out``.
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                                   args.skin_threshold, args.bone_threshold, args.formats, args.coordinates,
                                   args.totalsegmentator, not args.no_report)
     except MSDTError as error:
-        log.error("%s", error)
+        print(f"msdt: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(summary, indent=2))
     return 0

@@ -108,8 +108,8 @@ def class_table_of(label_input, options: AnatomyOptions) -> dict[int, str]:
     if options.label_names is None and not isinstance(label_input, (str, Path)):
         display = label_input.GetDisplayNode()
         color_node = display.GetColorNode() if display else None
-        if color_node is not None and color_node.GetNumberOfColors() > 1 and \
-                color_node.GetID() != "vtkMRMLColorTableNodeLabels":
+        # Slicer's default tables (Labels, GenericAnatomyColors, ...) are singletons and name nothing here.
+        if color_node is not None and color_node.GetNumberOfColors() > 1 and not color_node.GetSingletonTag():
             return {i: color_node.GetColorName(i) for i in range(1, color_node.GetNumberOfColors())}
     return labels.load_class_table(options.label_names, options.modality)
 

@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 
 from .errors import MSDTError
 from .grid import Grid
 from .morphology import ball, fill_holes_slicewise, largest_component, remove_small_components
 
 CT_SKIN_THRESHOLD_HU = -500.0  # halfway between air (-1000 HU) and fat (about -100 HU)
-CT_BONE_THRESHOLD_HU = 200.0   # above soft tissue and blood with contrast; cortical and dense trabecular bone
+CT_BONE_THRESHOLD_HU = 120.0   # lower edge of trabecular bone (vertebral bodies are ~100-250 HU)
+CT_BONE_SEED_HU = 300.0        # cortical bone: every bone component must contain some
 
 
 @dataclass
@@ -57,12 +58,18 @@ def body_mask(image: np.ndarray, grid: Grid, modality: str = "ct", threshold: fl
 
 
 def bone_mask(image: np.ndarray, grid: Grid, threshold_hu: float = CT_BONE_THRESHOLD_HU,
-              min_volume_ml: float = 0.5) -> MaskResult:
-    """CT bone: HU threshold, closing (1.5 mm) to bridge thin cortex, marrow filled per slice, specks removed."""
-    bone = image >= threshold_hu
-    if not bone.any():
-        raise MSDTError(f"No voxel reaches the bone threshold {threshold_hu:g} HU; is this a CT in HU?")
-    bone = ndimage.binary_closing(bone, structure=ball(1.5, grid.spacing_kji), border_value=0) | bone
+              seed_hu: float = CT_BONE_SEED_HU, min_volume_ml: float = 0.5) -> MaskResult:
+    """CT bone by hysteresis on HU, then clean-up.
+
+    Voxels >= ``threshold_hu`` are kept where they connect to cortical voxels >= ``seed_hu`` (trabecular
+    bone hangs on its cortex, fat and muscle do not); a 3 mm closing bridges thin cortex, marrow is filled
+    slice by slice and specks under ``min_volume_ml`` are removed. Contrast-filled vessels and urinary tract
+    reach bone HU too and can be included: HU alone cannot tell them apart.
+    """
+    if not (image >= seed_hu).any():
+        raise MSDTError(f"No voxel reaches {seed_hu:g} HU (cortical bone); is this a CT in Hounsfield units?")
+    bone = apply_hysteresis_threshold(image.astype(np.float32), threshold_hu, seed_hu)
+    bone = ndimage.binary_closing(bone, structure=ball(3.0, grid.spacing_kji), border_value=0) | bone
     bone = fill_holes_slicewise(bone, axis=grid.axis_along(2))
     min_voxels = max(1, int(round(min_volume_ml * 1000.0 / grid.voxel_volume_mm3)))
     return MaskResult(remove_small_components(bone, min_voxels), float(threshold_hu))
