@@ -639,6 +639,7 @@ def msdt_module(monkeypatch):
 def test_msdt_logic_runs_the_library_headless(msdt_module, tmp_path):
     """The module's Logic calls the MSDTLib API with the right names: build, bad input, export."""
     import SimpleITK as sitk
+
     from MSDTLib import app, io
     from MSDTLib.errors import MSDTError
 

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import vtk
-from MSDTLib import io, landmarks, pipeline, surfaces, tissue
+
+from MSDTLib import landmarks
 from MSDTLib.grid import Grid
 
 AIR_HU, TISSUE_HU, LUNG_HU, TABLE_HU = -1000.0, 0.0, -900.0, 300.0

@@ -8,9 +8,10 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import vtk  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
+
 from MSDTLib import render  # noqa: E402
 from MSDTLib.render import Point, Surface  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
 
 SIZE = (300, 300)
 
