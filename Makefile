@@ -23,7 +23,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 bench: venv
-	$(BIN)/python Testing/Python/bench.py
+	PYTHONWARNINGS=ignore $(BIN)/python Testing/Python/bench.py
 
 lint: venv
 	$(BIN)/ruff check .

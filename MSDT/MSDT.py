@@ -399,8 +399,7 @@ class MSDTLogic(ScriptedLoadableModuleLogic):
     ):
         """Build the anatomy twin of ``inputVolume``; returns the ``MSDTLib.pipeline`` result object.
 
-        Raises ``MSDTLib.errors.MSDTError`` for input the pipeline cannot work with. On any error the nodes
-        the failed run had added are removed again, so the scene is left as it was.
+        Raises ``MSDTLib.errors.MSDTError`` for input the pipeline cannot work with.
         """
         from MSDTLib.errors import MSDTError
         from MSDTLib.pipeline import AnatomyOptions, build_anatomy_twin
@@ -418,12 +417,8 @@ class MSDTLogic(ScriptedLoadableModuleLogic):
         if progress is None:
             progress = self._logProgress
 
-        nodeIDsBefore = self._nodeIDs(scene)
-        try:
-            return build_anatomy_twin(scene, inputVolume, label_node=labelMap, options=options, progress=progress)
-        except Exception:
-            self._removeNodesAddedSince(scene, nodeIDsBefore)
-            raise
+        # build_anatomy_twin removes whatever it added if it fails: the scene is left as it was.
+        return build_anatomy_twin(scene, inputVolume, label_node=labelMap, options=options, progress=progress)
 
     def exportSegments(self, segmentationNode, outputDirectory, fileFormat: str = "STL",
                        coordinateSystem: str = "LPS") -> list:
@@ -461,14 +456,6 @@ class MSDTLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _nodeIDs(scene) -> set:
         return {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
-
-    @staticmethod
-    def _removeNodesAddedSince(scene, nodeIDsBefore: set) -> None:
-        added = MSDTLogic._nodeIDs(scene) - nodeIDsBefore
-        for nodeID in added:
-            node = scene.GetNodeByID(nodeID)  # may already be gone with its parent
-            if node is not None:
-                scene.RemoveNode(node)
 
 
 #

@@ -20,7 +20,7 @@ _NOT_IN_HIERARCHY = ("vtkMRMLDisplayNode", "vtkMRMLStorageNode", "vtkMRMLColorNo
                      "vtkMRMLSubjectHierarchyNode", "vtkMRMLSelectionNode", "vtkMRMLInteractionNode")
 
 
-def _belongs_in_hierarchy(node) -> bool:
+def belongs_in_hierarchy(node) -> bool:
     if node is None or node.GetHideFromEditors() or node.IsSingleton():
         return False
     return not any(node.IsA(class_name) for class_name in _NOT_IN_HIERARCHY)
@@ -79,7 +79,7 @@ class TwinHierarchy:
         finally:
             self.scene.RemoveObserver(tag)
             for node in added:
-                if self.scene.IsNodePresent(node) and _belongs_in_hierarchy(node) and not self.sh.GetItemByDataNode(node):
+                if self.scene.IsNodePresent(node) and belongs_in_hierarchy(node) and not self.sh.GetItemByDataNode(node):
                     self.place(node, scale, study)
 
     def path_of(self, node) -> list[str]:

@@ -219,3 +219,16 @@ def test_totalsegmentator_missing_package_or_weights_is_explained(monkeypatch, t
         totalseg.check_available("ct")
     (tmp_path / "nnunet" / "results" / "Dataset852_TotalMR_fast").mkdir(parents=True)
     assert totalseg.check_available("mr") == ("total_mr", 852)
+
+
+def test_every_data_node_sits_under_patient_scale_study(ct_twin):
+    from MSDTLib.hierarchy import SCALES, TwinHierarchy, belongs_in_hierarchy
+
+    scene, _ = ct_twin
+    hierarchy = TwinHierarchy(scene, "Patient")
+    data_nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())
+                  if belongs_in_hierarchy(scene.GetNthNode(i))]
+    assert len(data_nodes) >= 8
+    for node in data_nodes:
+        path = hierarchy.path_of(node)
+        assert len(path) == 4 and path[0] == "Patient" and path[1] in SCALES, (node.GetName(), path)
