@@ -183,8 +183,13 @@ def _fov_cap_area_cm2(polydata, grid: Grid) -> float:
     return float(areas[on_cap].sum()) / 100.0
 
 
-def _bone_step(scene, array, grid, volume_node, options):
-    bone = tissue.bone_mask(array, grid, options.bone_threshold_hu)
+def _bone_step(scene, array, grid, volume_node, options, body):
+    """Bone segmentation and its volume; a CT without cortical bone gives (None, {"error": ...})."""
+    try:
+        bone = tissue.bone_mask(array, grid, options.bone_threshold_hu, within=body)
+    except MSDTError as error:
+        log.warning("Bone: %s", error)
+        return None, {"threshold_hu": options.bone_threshold_hu, "volume_ml": None, "error": str(error)}
     segmentation = _mask_segment(scene, bone.mask, volume_node, "Bone", "bone")
     summary = {"threshold_hu": bone.threshold,
                "volume_ml": round(float(bone.mask.sum()) * grid.voxel_volume_mm3 / 1000.0, 2)}
@@ -284,7 +289,7 @@ def build_anatomy_twin(scene, volume_node, label_node=None, options: AnatomyOpti
         with hierarchy.collect("meso", study):
             if options.modality == "ct":
                 progress(0.35, "Segmenting bone by Hounsfield units")
-                result.bone_segmentation, result.bone = _bone_step(scene, array, grid, volume_node, options)
+                result.bone_segmentation, result.bone = _bone_step(scene, array, grid, volume_node, options, body)
             if label_array is not None:
                 progress(0.55, "Importing labelled structures")
                 result.structures_segmentation = io.segmentation_from_labels(

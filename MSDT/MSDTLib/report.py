@@ -36,7 +36,12 @@ def write_anatomy_report(out_dir: str | Path, summary: dict, images: dict[str, s
         f"<figcaption>{html.escape(caption)}</figcaption></figure>" for caption, name in images.items())
     depth_headers = "".join(f"<th>skin depth {t} (mm)</th>" for t in LANDMARK_TITLES.values())
     bone = summary.get("bone")
-    bone_line = f"<li>Bone (≥ {bone['threshold_hu']:g} HU): {bone['volume_ml']:.1f} ml</li>" if bone else ""
+    if not bone:
+        bone_line = ""
+    elif bone.get("error"):
+        bone_line = f"<li>Bone: not segmented ({html.escape(bone['error'])})</li>"
+    else:
+        bone_line = f"<li>Bone (≥ {bone['threshold_hu']:g} HU): {bone['volume_ml']:.1f} ml</li>"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

@@ -26,16 +26,19 @@ class MaskResult:
 
 
 def mr_body_threshold(image: np.ndarray) -> float:
-    """Automatic MR body/background threshold: Otsu's method on the image's non-zero voxels.
+    """Automatic MR body/background threshold (image units).
 
-    Computed on log intensities, where the dark background and the bright, wide tissue range separate well;
-    on raw intensities Otsu tends to split fat from muscle instead.
+    Otsu's method on log intensities separates the dark background from tissue (on raw intensities it tends
+    to split fat from muscle instead); the threshold is then set halfway between the two classes' medians,
+    the level a voxel half filled with tissue reaches, so partial-volume voxels at the skin count by half.
     """
     values = image[np.isfinite(image)].astype(float)
     values = values[values > 0]
     if values.size == 0 or values.min() == values.max():
         raise MSDTError("The MR image has no positive contrast; a body threshold cannot be found.")
-    return float(np.exp(threshold_otsu(np.log1p(values)))) - 1.0
+    split = float(np.exp(threshold_otsu(np.log1p(values)))) - 1.0
+    background, tissue = np.median(values[values <= split]), np.median(values[values > split])
+    return float(background + tissue) / 2.0
 
 
 def body_mask(image: np.ndarray, grid: Grid, modality: str = "ct", threshold: float | None = None) -> MaskResult:
@@ -58,18 +61,25 @@ def body_mask(image: np.ndarray, grid: Grid, modality: str = "ct", threshold: fl
 
 
 def bone_mask(image: np.ndarray, grid: Grid, threshold_hu: float = CT_BONE_THRESHOLD_HU,
-              seed_hu: float = CT_BONE_SEED_HU, min_volume_ml: float = 0.5) -> MaskResult:
+              seed_hu: float = CT_BONE_SEED_HU, min_volume_ml: float = 0.5,
+              within: np.ndarray | None = None) -> MaskResult:
     """CT bone by hysteresis on HU, then clean-up.
 
     Voxels >= ``threshold_hu`` are kept where they connect to cortical voxels >= ``seed_hu`` (trabecular
     bone hangs on its cortex, fat and muscle do not); a 3 mm closing bridges thin cortex, marrow is filled
-    slice by slice and specks under ``min_volume_ml`` are removed. Contrast-filled vessels and urinary tract
+    slice by slice and specks under ``min_volume_ml`` are removed. ``within`` (the body mask) keeps the
+    table and other objects outside the patient out. Contrast-filled vessels and urinary tract
     reach bone HU too and can be included: HU alone cannot tell them apart.
     """
     if not (image >= seed_hu).any():
         raise MSDTError(f"No voxel reaches {seed_hu:g} HU (cortical bone); is this a CT in Hounsfield units?")
     bone = apply_hysteresis_threshold(image.astype(np.float32), threshold_hu, seed_hu)
+    if within is not None:
+        bone &= within
     bone = ndimage.binary_closing(bone, structure=ball(3.0, grid.spacing_kji), border_value=0) | bone
     bone = fill_holes_slicewise(bone, axis=grid.axis_along(2))
     min_voxels = max(1, int(round(min_volume_ml * 1000.0 / grid.voxel_volume_mm3)))
-    return MaskResult(remove_small_components(bone, min_voxels), float(threshold_hu))
+    bone = remove_small_components(bone, min_voxels)
+    if not bone.any():
+        raise MSDTError(f"No bone of at least {min_volume_ml:g} ml reaching {seed_hu:g} HU lies inside the body.")
+    return MaskResult(bone, float(threshold_hu))
