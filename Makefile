@@ -17,7 +17,9 @@ $(BIN)/msdt: pyproject.toml
 venv: $(BIN)/msdt
 
 demo: venv
-	$(BIN)/msdt demo --out $(OUT)
+	$(BIN)/msdt demo --out $(OUT) > /dev/null
+	@echo "Summary: $(OUT)/summary.json"
+	@echo "Report:  $(abspath $(OUT))/report.html"
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -1,8 +1,6 @@
 """MSDT Fusion: placeholder module of the MSDT extension (musculoskeletal digital twin of the spine and trunk).
 
-Will register further data of the same subject (MR to CT, optical surface scans, biplanar radiographs) to the
-anatomy twin built by the MSDT Anatomy module and merge them into one multimodal twin. This module is a
-placeholder: nothing is implemented yet.
+When built, Fusion registers a depth-camera skin point cloud to the CT/MR skin surface without markers (with RMS, TRE, overlap and uncertainty), receives electromagnetic tracker transforms and live ultrasound over OpenIGTLink, and denoises ultrasound. This module is a placeholder: nothing is implemented yet.
 
 The algorithms will live in ``MSDTFusionLib``, which runs without the Slicer GUI.
 """
@@ -34,9 +32,7 @@ class MSDTFusion(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MSDT contributors"]
         self.parent.helpText = _(
-            "Will register further data of the same subject (MR to CT, optical surface scans, biplanar "
-            "radiographs) to the anatomy twin built by the MSDT Anatomy module and merge them into one multimodal "
-            "twin. This module is a placeholder: nothing is implemented yet."
+            "Fusion will: markerless camera-to-skin registration, OpenIGTLink tracking and live ultrasound. This module is a placeholder: nothing is implemented yet."
         )
         self.parent.acknowledgementText = _("Developed by the MSDT contributors.")
 

@@ -1,7 +1,6 @@
 """MSDT Inference: placeholder module of the MSDT extension (musculoskeletal digital twin of the spine and trunk).
 
-Will run learned models on the twin: segmentation, landmark detection and prediction of spinal loads. This
-module is a placeholder: nothing is implemented yet.
+When built, Inference builds a per-patient feature graph from the twin and estimates a calibrated risk of surgery within 6-12 months, with uncertainty, per-feature contributions, suggested next exams and longitudinal updates. This module is a placeholder: nothing is implemented yet.
 
 The algorithms will live in ``MSDTInferenceLib``, which runs without the Slicer GUI.
 """
@@ -33,8 +32,7 @@ class MSDTInference(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MSDT contributors"]
         self.parent.helpText = _(
-            "Will run learned models on the twin: segmentation, landmark detection and prediction of spinal "
-            "loads. This module is a placeholder: nothing is implemented yet."
+            "Inference will: per-patient feature graph and calibrated surgery-risk estimate. This module is a placeholder: nothing is implemented yet."
         )
         self.parent.acknowledgementText = _("Developed by the MSDT contributors.")
 

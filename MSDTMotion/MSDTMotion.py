@@ -1,7 +1,6 @@
 """MSDT Motion: placeholder module of the MSDT extension (musculoskeletal digital twin of the spine and trunk).
 
-Will pose the anatomy twin of the spine and trunk: segmental rotations of the vertebrae, trunk flexion and
-extension, and kinematics driven by motion capture. This module is a placeholder: nothing is implemented yet.
+When built, Motion imports sEMG, IMU, C3D marker and 3D video recordings, computes sEMG fatigue features, IMU orientation and trunk angles and motion descriptors, streams serial sensors live and plots them in Slicer charts. This module is a placeholder: nothing is implemented yet.
 
 The algorithms will live in ``MSDTMotionLib``, which runs without the Slicer GUI.
 """
@@ -33,9 +32,7 @@ class MSDTMotion(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MSDT contributors"]
         self.parent.helpText = _(
-            "Will pose the anatomy twin of the spine and trunk: segmental rotations of the vertebrae, trunk "
-            "flexion and extension, and kinematics driven by motion capture. This module is a placeholder: "
-            "nothing is implemented yet."
+            "Motion will: sEMG fatigue, IMU trunk angles, C3D markers and live sensor streaming. This module is a placeholder: nothing is implemented yet."
         )
         self.parent.acknowledgementText = _("Developed by the MSDT contributors.")
 

@@ -55,7 +55,7 @@ def run_segment(image: Path, labels: Path | None, out: Path, modality="ct", labe
     """
     from . import io, pipeline, surfaces
 
-    out = Path(out)
+    out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".msdt-staging-", dir=out.parent))
     try:

@@ -1,5 +1,4 @@
 """MSDTFusionLib: algorithms of the MSDT Fusion module (placeholder).
 
-Fusion will register and combine further data of the same subject (MR with CT, surface scans, EOS
-radiographs) with the anatomy twin built by the MSDT module. Nothing is implemented yet.
+When built, Fusion registers a depth-camera skin point cloud to the CT/MR skin surface without markers (with RMS, TRE, overlap and uncertainty), receives electromagnetic tracker transforms and live ultrasound over OpenIGTLink, and denoises ultrasound. Nothing is implemented yet.
 """

@@ -1,5 +1,4 @@
 """MSDTInferenceLib: algorithms of the MSDT Inference module (placeholder).
 
-Inference will run learned models on the twin (segmentation, landmark and load predictions). Nothing is
-implemented yet.
+When built, Inference builds a per-patient feature graph from the twin and estimates a calibrated risk of surgery within 6-12 months, with uncertainty, per-feature contributions, suggested next exams and longitudinal updates. Nothing is implemented yet.
 """

@@ -1,5 +1,4 @@
 """MSDTMotionLib: algorithms of the MSDT Motion module (placeholder).
 
-Motion will pose the anatomy twin of the spine and trunk (segmental rotations, trunk flexion, motion-capture
-driven kinematics). Nothing is implemented yet.
+When built, Motion imports sEMG, IMU, C3D marker and 3D video recordings, computes sEMG fatigue features, IMU orientation and trunk angles and motion descriptors, streams serial sensors live and plots them in Slicer charts. Nothing is implemented yet.
 """

@@ -120,3 +120,12 @@ def test_console_script_prints_json_on_stdout(tmp_path, sample_dir):
     summary = json.loads(result.stdout)
     assert summary["modality"] == "mr" and summary["skin"]["volume_ml"] > 1000
     assert "Anatomy twin ready" in result.stderr
+
+
+def test_demo_with_a_relative_output_folder(tmp_path, monkeypatch, capsys):
+    """`make demo` passes a relative --out; the report lands there and its path is printed."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--out", "build/demo"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "build" / "demo" / "report.html").is_file()
+    assert "surfaces/vertebrae_L1.obj" in summary["files"] and summary["vertebrae"]["L5"]["volume_ml"] > 30
