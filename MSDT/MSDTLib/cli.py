@@ -9,6 +9,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import MSDTError
@@ -41,32 +42,67 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("image", type=Path, help="NIfTI/NRRD/MHA file or DICOM series folder")
     segment.add_argument("--labels", type=Path, help="label map (e.g. TotalSegmentator multilabel output)")
     _add_segment_arguments(segment)
+    spine = commands.add_parser("spine", help="Cobb, lordosis, body and disc heights, bone density, textures")
+    spine.add_argument("image", type=Path, help="NIfTI/NRRD/MHA file or DICOM series folder")
+    spine.add_argument("--labels", type=Path, required=True, help="vertebra label map (TotalSegmentator 'total' ids)")
+    spine.add_argument("--modality", choices=("ct", "mr"), default="ct", help="image modality (default ct)")
+    spine.add_argument("--label-names", help="label name table: 'total', 'total_mr', or a JSON/text file")
+    spine.add_argument("--sphere-radius-mm", type=float, default=8.0, help="bone-density sphere radius (mm)")
+    spine.add_argument("--no-report", action="store_true", help="skip the pictures and report.html")
+    spine.add_argument("--out", required=True, type=Path, help="output folder")
     demo = commands.add_parser("demo", help="run 'segment' on the bundled sample CT and write report.html")
     demo.add_argument("--out", type=Path, default=Path("build/demo"), help="output folder (default build/demo)")
     return parser
 
 
-def run_segment(image: Path, labels: Path | None, out: Path, modality="ct", label_names=None,
-                skin_threshold=None, bone_threshold=CT_BONE_THRESHOLD_HU, formats="stl", coordinates="RAS",
-                totalsegmentator=False, report=True) -> dict:
-    """Build the anatomy twin and write scene.mrb, surfaces, summary.json (and report.html) into ``out``.
-
-    Everything is written to a staging folder first and moved into ``out`` only when all steps succeeded.
-    """
-    from . import io, pipeline, surfaces
-
+@contextmanager
+def staged_output(out: Path):
+    """Yield a staging folder beside ``out``; on success its content replaces ``out``'s, on error it is
+    deleted, so a failed command leaves nothing behind and never a partial scene."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".msdt-staging-", dir=out.parent))
     try:
-        from .app import new_scene
+        yield staging
+        out.mkdir(parents=True, exist_ok=True)
+        for item in staging.iterdir():
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(item), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
+
+def _finish(summary: dict, staging: Path, written: list[Path]) -> dict:
+    """List the written files in the summary and write summary.json."""
+    summary["files"] = sorted(str(p.relative_to(staging)) for p in written) + ["summary.json"]
+    (staging / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def _anatomy(scene, image, labels, modality="ct", label_names=None, skin_threshold=None,
+             bone_threshold=CT_BONE_THRESHOLD_HU, totalsegmentator=False):
+    from . import pipeline
+
+    options = pipeline.AnatomyOptions(modality=modality, skin_threshold=skin_threshold,
+                                      bone_threshold_hu=bone_threshold, label_names=label_names,
+                                      use_totalsegmentator=totalsegmentator)
+    volume = pipeline.load_inputs(scene, image, labels, options)
+    return volume, pipeline.build_anatomy_twin(scene, volume, str(labels) if labels else None, options)
+
+
+def run_segment(image: Path, labels: Path | None, out: Path, modality="ct", label_names=None,
+                skin_threshold=None, bone_threshold=CT_BONE_THRESHOLD_HU, formats="stl", coordinates="RAS",
+                totalsegmentator=False, report=True) -> dict:
+    """Build the anatomy twin and write scene.mrb, surfaces, summary.json (and report.html) into ``out``."""
+    from . import io, surfaces
+    from .app import new_scene
+
+    with staged_output(out) as staging:
         scene = new_scene()
-        options = pipeline.AnatomyOptions(modality=modality, skin_threshold=skin_threshold,
-                                          bone_threshold_hu=bone_threshold, label_names=label_names,
-                                          use_totalsegmentator=totalsegmentator)
-        volume = pipeline.load_inputs(scene, image, labels, options)
-        result = pipeline.build_anatomy_twin(scene, volume, str(labels) if labels else None, options)
+        _, result = _anatomy(scene, image, labels, modality, label_names, skin_threshold, bone_threshold,
+                             totalsegmentator)
         summary = result.summary()
         written = []
         for segmentation in result.segmentation_nodes():
@@ -76,17 +112,43 @@ def run_segment(image: Path, labels: Path | None, out: Path, modality="ct", labe
         written.append(io.save_mrb(scene, staging / "scene.mrb"))
         if report:
             written += _write_report(result, staging, summary)
-        summary["files"] = sorted(str(p.relative_to(staging)) for p in written) + ["summary.json"]
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        out.mkdir(parents=True, exist_ok=True)
-        for item in staging.iterdir():
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            shutil.move(str(item), target)
-        return summary
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return _finish(summary, staging, written)
+
+
+def run_spine(image: Path, labels: Path, out: Path, modality="ct", label_names=None, sphere_radius_mm=8.0,
+              report=True) -> dict:
+    """Anatomy twin plus spine characterisation and texture maps; writes scene.mrb, summary.json, the
+    textured surfaces (VTP, coloured PLY), the spine chart and report.html into ``out``."""
+    from . import io, spinereport, spineworkflow
+    from .app import new_scene
+    from .visuals import texture_figures
+
+    if labels is None:
+        raise MSDTError("msdt spine needs a vertebra label map (--labels).")
+    with staged_output(out) as staging:
+        scene = new_scene()
+        volume, anatomy = _anatomy(scene, image, labels, modality, label_names)
+        options = spineworkflow.SpineOptions(modality=modality, sphere_radius_mm=sphere_radius_mm,
+                                             label_names=label_names)
+        result = spineworkflow.characterise_spine(scene, volume, str(labels), options)
+        summary = dict(result.summary)
+        summary["anatomy"] = {key: value for key, value in anatomy.summary().items() if key in ("skin", "bone")}
+        textures, written = texture_figures(scene, anatomy, staging, report)
+        summary["texture"] = textures
+        written.append(io.save_mrb(scene, staging / "scene.mrb"))
+        if report:
+            images = {"Spine chart": spinereport.spine_chart(summary, result.bodies, staging / "spine_chart.png").name}
+            images.update({caption: path.name for caption, path in written_pictures(written)})
+            written += [staging / "spine_chart.png",
+                        spinereport.write_spine_report(staging, summary, images,
+                                                       f"MSDT spine: {volume.GetName()}")]
+        return _finish(summary, staging, written)
+
+
+def written_pictures(written: list[Path]):
+    """(caption, path) of the texture renders among the written files."""
+    return [(f"Texture: {p.stem.replace('texture_', '').replace('_', ' ')}", p) for p in written
+            if p.suffix == ".png" and p.stem.startswith("texture_")]
 
 
 def _write_report(result, out: Path, summary: dict) -> list[Path]:
@@ -111,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise MSDTError(f"The bundled sample is not at '{SAMPLE_DIR}' (run the demo from a source checkout).")
             summary = run_segment(image, labels, args.out, formats="stl,obj")
             log.info("Report: %s", (args.out / "report.html").resolve())
+        elif args.command == "spine":
+            summary = run_spine(args.image, args.labels, args.out, args.modality, args.label_names,
+                                args.sphere_radius_mm, not args.no_report)
         else:
             summary = run_segment(args.image, args.labels, args.out, args.modality, args.label_names,
                                   args.skin_threshold, args.bone_threshold, args.formats, args.coordinates,

@@ -46,6 +46,12 @@ class Grid:
         ijk = np.asarray(ras, dtype=float) @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
         return ijk[..., ::-1]
 
+    def touches_ends(self, kji: np.ndarray) -> bool:
+        """True when voxels (N, 3 array indices) reach the first or last slice along the body (S) axis, i.e.
+        the structure is cut by the field of view."""
+        axis = self.axis_along(2)
+        return bool(len(kji) and (kji[:, axis].min() == 0 or kji[:, axis].max() == self.shape[axis] - 1))
+
     def axis_along(self, ras_axis: int) -> int:
         """Array axis (0=k, 1=j, 2=i) whose direction is closest to RAS axis 0 (R), 1 (A) or 2 (S)."""
         directions = self.ijk_to_ras[:3, :3] / self.spacing

@@ -90,3 +90,17 @@ class TwinHierarchy:
             names.append(self.sh.GetItemName(item))
             item = self.sh.GetItemParent(item)
         return list(reversed(names))
+
+
+def place_beside(node, reference_node, scale: str | None = None) -> int:
+    """Put ``node`` under the patient and study of ``reference_node`` (in ``scale``, default the same)."""
+    scene = reference_node.GetScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item, names = sh.GetItemByDataNode(reference_node), []
+    while item and item != sh.GetSceneItemID():
+        names.append(sh.GetItemName(item))
+        item = sh.GetItemParent(item)
+    names.reverse()
+    if len(names) < 4:
+        raise ValueError(f"'{reference_node.GetName()}' is not under patient / scale / study.")
+    return TwinHierarchy(scene, names[0]).place(node, scale or names[1], names[2])

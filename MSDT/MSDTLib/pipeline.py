@@ -19,6 +19,7 @@ from .app import scene_transaction
 from .errors import MSDTError
 from .grid import Grid
 from .hierarchy import TwinHierarchy
+from .tables import Column, table_from_rows
 
 log = logging.getLogger("msdt")
 Progress = Callable[[float, str], None]
@@ -127,12 +128,6 @@ def _check_volume(volume_node) -> np.ndarray:
     return array
 
 
-def _touches_ends(kji: np.ndarray, grid: Grid) -> bool:
-    """True when a structure reaches the first or last slice along the body axis (cut by the field of view)."""
-    axis = grid.axis_along(2)
-    return bool(kji[:, axis].min() == 0 or kji[:, axis].max() == grid.shape[axis] - 1)
-
-
 # ------------------------------------------------------------------------------------------- steps
 
 def _mask_segment(scene, mask: np.ndarray, volume_node, name: str, segment: str):
@@ -218,16 +213,9 @@ def _landmark_nodes(scene, vertebrae):
 
 def _measurement_table(scene, skin: dict, bone: dict | None, vertebrae) -> object:
     """Table node, one row per structure, columns with units (as Segment Statistics lays them out)."""
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Anatomy measurements")
-    columns = [("structure", "", "string"), ("volume", "ml", "double"), ("area", "cm2", "double"),
-               ("centroid_R", "mm", "double"), ("centroid_A", "mm", "double"), ("centroid_S", "mm", "double")]
-    columns += [(f"skin_depth_{name}", "mm", "double") for name in landmarks.LANDMARK_NAMES]
-    for name, unit, kind in columns:
-        column = table.AddColumn()
-        column.SetName(name)
-        table.SetColumnType(name, {"string": 13, "double": 11}[kind])  # VTK_STRING, VTK_DOUBLE
-        if unit:
-            table.SetColumnUnitLabel(name, unit)
+    columns = [Column("structure", kind=str), Column("volume", "ml"), Column("area", "cm2"),
+               Column("centroid_R", "mm"), Column("centroid_A", "mm"), Column("centroid_S", "mm")]
+    columns += [Column(f"skin_depth_{name}", "mm", "posterior, landmark to skin") for name in landmarks.LANDMARK_NAMES]
     rows = [{"structure": "skin", "volume": skin["volume_ml"], "area": skin["area_cm2"]}]
     if bone is not None:
         rows.append({"structure": "bone", "volume": bone["volume_ml"]})
@@ -236,13 +224,7 @@ def _measurement_table(scene, skin: dict, bone: dict | None, vertebrae) -> objec
         row.update(zip(("centroid_R", "centroid_A", "centroid_S"), vertebra.points["centroid"], strict=True))
         row.update({f"skin_depth_{n}": d for n, d in vertebra.skin_depth_mm.items()})
         rows.append(row)
-    for row in rows:
-        index = table.AddEmptyRow()
-        for column, (name, _, kind) in enumerate(columns):
-            value = row.get(name)
-            table.SetCellText(index, column, "" if value is None else
-                              (str(value) if kind == "string" else f"{float(value):.3f}"))
-    return table
+    return table_from_rows(scene, "Anatomy measurements", columns, rows)
 
 
 def _vertebra_levels(class_table: dict[int, str]) -> dict[int, str]:
@@ -303,7 +285,7 @@ def build_anatomy_twin(scene, volume_node, label_node=None, options: AnatomyOpti
                                                                 body)
                 for vertebra in result.vertebrae:
                     kji = np.argwhere(label_array == vertebra.label)
-                    vertebra.truncated = _touches_ends(kji, grid)
+                    vertebra.truncated = grid.touches_ends(kji)
                 if result.vertebrae:
                     result.landmarks_node, result.skin_points_node = _landmark_nodes(scene, result.vertebrae)
             result.table_node = _measurement_table(scene, skin, result.bone, result.vertebrae)

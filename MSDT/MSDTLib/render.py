@@ -30,12 +30,21 @@ Color = tuple[float, float, float]
 
 @dataclass
 class Surface:
-    """One surface to draw: ``polydata`` in RAS mm, ``color`` RGB 0-1, ``opacity`` 0 (invisible) to 1 (opaque)."""
+    """One surface to draw: ``polydata`` in RAS mm, ``color`` RGB 0-1, ``opacity`` 0 (invisible) to 1 (opaque).
+
+    With ``scalars`` (the name of a one-component point array, e.g. a grey-level texture from
+    :mod:`MSDTLib.texture`) the surface is coloured by that array instead of ``color``: ``scalar_range``
+    (low, high) in the array's units is stretched over ``colormap`` (a name of ``texture.COLORMAPS``, e.g.
+    "grey" or "iron", or a vtkScalarsToColors); by default the range is the 2nd-98th percentile of the values.
+    """
 
     polydata: vtk.vtkPolyData
     color: Color
     opacity: float = 1.0
     name: str = ""
+    scalars: str | None = None
+    scalar_range: tuple[float, float] | None = None
+    colormap: object = "grey"
 
 
 @dataclass
@@ -156,7 +165,10 @@ def _surface_actor(surface: Surface, index: int) -> vtk.vtkActor | None:
     normals.Update()
     mapper = vtk.vtkPolyDataMapper()
     mapper.SetInputData(normals.GetOutput())
-    mapper.ScalarVisibilityOff()  # colour comes from the Surface, not from any scalars on the polydata
+    if surface.scalars is None:
+        mapper.ScalarVisibilityOff()  # colour comes from the Surface, not from any scalars on the polydata
+    else:
+        _color_by_scalars(mapper, polydata, surface, index)
     actor = vtk.vtkActor()
     actor.SetMapper(mapper)
     prop = actor.GetProperty()
@@ -168,6 +180,36 @@ def _surface_actor(surface: Surface, index: int) -> vtk.vtkActor | None:
     if opacity < 1.0:
         prop.BackfaceCullingOff()
     return actor
+
+
+def _color_by_scalars(mapper: vtk.vtkPolyDataMapper, polydata: vtk.vtkPolyData, surface: Surface, index: int) -> None:
+    """Colour ``mapper`` by the point array ``surface.scalars`` through ``surface.colormap``."""
+    from .texture import lookup_table, robust_range  # MRML colour tables; only needed for scalar colouring
+
+    what = f"surface {index} ({surface.name!r})"
+    array = polydata.GetPointData().GetArray(surface.scalars)
+    if array is None:
+        point_data = polydata.GetPointData()
+        names = [point_data.GetArrayName(i) for i in range(point_data.GetNumberOfArrays())]
+        raise MSDTError(f"{what}: no point array {surface.scalars!r} to colour by; arrays: {names}")
+    if array.GetNumberOfComponents() != 1:
+        raise MSDTError(f"{what}: point array {surface.scalars!r} has {array.GetNumberOfComponents()} components;"
+                        " scalar colouring needs one")
+    if surface.scalar_range is None:
+        scalar_range = robust_range(numpy_support.vtk_to_numpy(array))
+    else:
+        scalar_range = surface.scalar_range
+    try:
+        table = lookup_table(surface.colormap, scalar_range)
+    except MSDTError as error:
+        raise MSDTError(f"{what}: {error}") from None
+    mapper.ScalarVisibilityOn()
+    mapper.SetScalarModeToUsePointFieldData()
+    mapper.SelectColorArray(surface.scalars)
+    mapper.SetColorModeToMapScalars()
+    mapper.SetLookupTable(table)
+    mapper.UseLookupTableScalarRangeOn()
+    mapper.InterpolateScalarsBeforeMappingOn()  # colours follow the values across each triangle
 
 
 def _point_actors(point: Point) -> list[vtk.vtkProp]:

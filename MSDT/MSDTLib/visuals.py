@@ -8,6 +8,7 @@ import numpy as np
 import slicer
 
 from . import io, labels, surfaces
+from .hierarchy import place_beside
 
 LANDMARK_COLORS = {"centroid": (0.1, 0.3, 0.9), "spinous": (0.85, 0.1, 0.1),
                    "transverse_left": (0.1, 0.65, 0.2), "transverse_right": (0.95, 0.6, 0.05)}
@@ -80,3 +81,56 @@ def anatomy_figures(result, out_dir: str | Path, render) -> dict[str, str]:
                             pixel_size_mm=1.0)
         images[f"{orientation.capitalize()} slice with labels"] = name
     return images
+
+
+def _vertebrae_polydata(result):
+    """All vertebra surfaces of the twin appended into one polydata (the bone surface when there are none)."""
+    import vtk
+
+    append = vtk.vtkAppendPolyData()
+    segmentation = result.structures_segmentation
+    names = io.segment_names(segmentation) if segmentation is not None else []
+    for name in names:
+        if labels.vertebra_level(name):
+            append.AddInputData(surfaces.segment_polydata(segmentation, name))
+    if append.GetNumberOfInputConnections(0) == 0:
+        if result.bone_segmentation is None:
+            return None
+        append.AddInputData(surfaces.segment_polydata(result.bone_segmentation, "bone"))
+    append.Update()
+    return append.GetOutput()
+
+
+TEXTURES = {  # surface: (depth range mm, reducer, colour map) - skin: mean under the skin; bone: cortex peak
+    "skin": ((-4.0, 0.0), "mean", "grey"),
+    "vertebrae": ((-2.0, 0.0), "max", "iron"),
+}
+
+
+def texture_figures(scene, result, out_dir: Path, pictures: bool = True) -> tuple[dict, list[Path]]:
+    """Map grey levels onto the skin and vertebra surfaces, write VTP + coloured PLY (and PNG renders)."""
+    from . import render, texture
+
+    out_dir = Path(out_dir)
+    models = {"skin": result.skin_model_node}
+    vertebrae = _vertebrae_polydata(result)
+    if vertebrae is not None:
+        models["vertebrae"] = surfaces.model_from_polydata(scene, vertebrae, "Vertebrae surface")
+        place_beside(models["vertebrae"], result.skin_model_node, "meso")
+    summary, written = {}, []
+    for name, model in models.items():
+        depth, reducer, colormap = TEXTURES[name]
+        stats = texture.texture_model(scene, model, result.volume_node, depth, reducer=reducer, colormap=colormap)
+        summary[name] = {"depth_range_mm": list(depth), "reducer": reducer, "mean": round(stats.mean, 1),
+                         "min": round(stats.min, 1), "max": round(stats.max, 1), "points": stats.n_points}
+        polydata = model.GetPolyData()
+        for suffix in ("vtp", "ply"):
+            written.append(texture.write_textured(polydata, out_dir / "textures" / f"{name}.{suffix}",
+                                                  colormap=colormap))
+        if pictures:
+            surface = render.Surface(polydata, (1, 1, 1), 1.0, name, scalars=texture.TEXTURE_ARRAY, colormap=colormap)
+            written.append(render.render_surfaces([surface], out_dir / f"texture_{name}.png", view="posterior",
+                                                  title=f"{name}: {reducer} grey level, depth {depth[0]:g} to "
+                                                        f"{depth[1]:g} mm"))
+    return summary, written
+
