@@ -66,7 +66,11 @@ def _apex(chain: list, upper: int, lower: int) -> str:
     start, end = chain[upper].center[[0, 2]], chain[lower].center[[0, 2]]
     chord = (end - start) / max(np.linalg.norm(end - start), 1e-9)
     inner = range(upper + 1, lower) if lower - upper > 1 else range(upper, lower + 1)
-    deviation = {i: abs(np.cross(chord, chain[i].center[[0, 2]] - start)) for i in inner}
+    def off_chord(point):
+        offset = point - start
+        return abs(chord[0] * offset[1] - chord[1] * offset[0])
+
+    deviation = {i: off_chord(chain[i].center[[0, 2]]) for i in inner}
     best = max(deviation, key=deviation.get)
     if deviation[best] < 1.0:  # straight chord: the middle vertebra
         best = (upper + lower + 1) // 2 if lower - upper > 1 else upper

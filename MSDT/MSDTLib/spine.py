@@ -5,7 +5,8 @@ All positions are RAS millimetres. For each vertebra the frame of :mod:`MSDTLib.
 the spine, anterior, left) gives coordinates (u = left, a = anterior, s = superior) around the centroid.
 
 * Body: in a midline slab (|u| <= 5 mm) the anterior-posterior occupancy profile runs body, spinal canal
-  (empty), arch. Everything anterior to the canal is the body. A label without a canal (a body-only label,
+  (empty), arch. The body is what lies anterior to the canal and within the lateral reach of the body's
+  anterior 60 % (so pedicle roots and transverse processes that reach forward are left out). A label without a canal (a body-only label,
   the sacrum) is used whole, with a note.
 * Endplates: the body's footprint in the (u, a) plane is cut into columns one voxel wide; the top and bottom
   voxel of each column in its central part (inner 70 % of the footprint, away from rims and osteophytes) are
@@ -104,7 +105,12 @@ def body_selection(points: np.ndarray, centroid: np.ndarray, frame: VertebraFram
     if empty.size == 0 or empty[0] < 2 or counts[empty[0]:].sum() < 0.05 * counts.sum():
         return everything, False
     cut = edges[empty[0]]  # anterior edge of the first empty bin (the posterior wall of the body)
-    return uas[:, 1] > cut, True
+    front = uas[:, 1] > cut
+    # Laterally the body ends where its anterior part ends: pedicle roots and transverse processes that
+    # reach forward past the canal's front wall lie outside that width.
+    anterior_part = uas[:, 1] > cut + 0.4 * (uas[:, 1].max() - cut)
+    half_width = np.abs(uas[anterior_part, 0]).max() + bin_mm if anterior_part.any() else np.inf
+    return front & (np.abs(uas[:, 0]) <= half_width), True
 
 
 def _columns(uas: np.ndarray, cell_mm: float):
