@@ -39,6 +39,16 @@ from vtkSlicerMarkupsModuleMRMLPython import vtkMRMLMarkupsFiducialNode
 SKIN_THRESHOLD_AUTO = -100000.0
 SKIN_THRESHOLD_MAX = 100000.0
 
+#: Radius (mm) range of the trabecular sphere in which the vertebral body density is measured.
+SPHERE_RADIUS_RANGE_MM = (2.0, 20.0)
+
+#: Texture mapping of each surface: (depth range along the normal in mm, reducer, colour map). Skin: mean grey
+#: level of the outer 4 mm; vertebrae: peak of the outer 2 mm (the cortex). Same choices as ``msdt spine``.
+SURFACE_TEXTURES = {
+    "skin": ((-4.0, 0.0), "mean", "grey"),
+    "vertebrae": ((-2.0, 0.0), "max", "iron"),
+}
+
 #: Python modules MSDTLib imports that a Slicer installation may lack -> pip requirement that provides them.
 _PIP_NAMES = {
     "nibabel": "nibabel",
@@ -100,6 +110,11 @@ class MSDTParameterNode:
     ]
     boneThresholdHU: Annotated[float, WithinRange(-1024.0, 3071.0), Default(120.0)]
     useTotalSegmentator: bool
+    # Spine characterisation
+    sphereRadiusMM: Annotated[
+        float, WithinRange(SPHERE_RADIUS_RANGE_MM[0], SPHERE_RADIUS_RANGE_MM[1]), Default(8.0)
+    ]
+    textureSurfaces: bool
     # Export
     exportDirectory: Annotated[pathlib.Path, Default(pathlib.Path.home())]
     exportFormat: Annotated[str, Choice(["STL", "OBJ"]), Default("STL")]
@@ -109,6 +124,10 @@ class MSDTParameterNode:
     outputLandmarks: vtkMRMLMarkupsFiducialNode
     outputTable: vtkMRMLTableNode
     outputSkinModel: vtkMRMLModelNode
+    # Outputs of the last spine characterisation
+    outputSpineTable: vtkMRMLTableNode
+    outputVertebraeModel: vtkMRMLModelNode
+    spineSummary: str
 
 
 #
@@ -148,6 +167,7 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.characteriseSpineButton.connect("clicked(bool)", self.onCharacteriseSpineButton)
 
         self.initializeParameterNode()
 
@@ -221,6 +241,24 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table = parameterNode.outputTable if parameterNode is not None else None
         if self.ui.resultsTableView.mrmlTableNode() is not table:
             self.ui.resultsTableView.setMRMLTableNode(table)
+
+        # Spine characterisation: the vertebra levels come from the label map, so it needs one.
+        haveLabels = haveInput and parameterNode.labelMap is not None
+        self.ui.characteriseSpineButton.enabled = haveLabels and not self._busy
+        if haveLabels:
+            self.ui.characteriseSpineButton.toolTip = _(
+                "Measure vertebral bodies, curvature, discs and bone density from the label map"
+            )
+        elif haveInput:
+            self.ui.characteriseSpineButton.toolTip = _("Select a label map that names the vertebrae")
+        else:
+            self.ui.characteriseSpineButton.toolTip = _("Select an input volume and a label map")
+        self.ui.spineSummaryLabel.text = (
+            parameterNode.spineSummary if parameterNode is not None and parameterNode.spineSummary else ""
+        )
+        spineTable = parameterNode.outputSpineTable if parameterNode is not None else None
+        if self.ui.spineTableView.mrmlTableNode() is not spineTable:
+            self.ui.spineTableView.setMRMLTableNode(spineTable)
 
     def _setBusy(self, busy: bool) -> None:
         self._busy = busy
@@ -312,6 +350,72 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         logging.info(f"MSDT anatomy twin: {result.summary()}")
         slicer.util.showStatusMessage(_("Anatomy twin built"), 5000)
 
+    def onCharacteriseSpineButton(self) -> None:
+        """Measure the spine from the label map. A bad input is reported and the scene stays as it was."""
+        if not self._offerMissingPackage():
+            return
+        parameterNode = self._parameterNode
+        result, error, details = None, None, ""
+        self._setBusy(True)
+        try:
+            result = self.logic.characteriseSpine(
+                parameterNode.inputVolume,
+                parameterNode.labelMap,
+                modality=parameterNode.modality,
+                sphereRadiusMM=parameterNode.sphereRadiusMM,
+                progress=self._onProgress,
+            )
+        except Exception as caught:  # reported below, once the wait cursor is gone
+            error, details = caught, traceback.format_exc()
+            logging.error(details)
+        finally:
+            self._setBusy(False)
+        if error is not None:
+            self._reportError(error, _("MSDT: cannot characterise the spine"), details)
+            return
+
+        parameterNode.outputSpineTable = result.tables.get("bodies")
+        parameterNode.spineSummary = MSDTLogic.spineSummaryText(result.summary)
+        self.logic.showSpineResult(result)
+        logging.info(f"MSDT spine characterisation: {parameterNode.spineSummary}")
+        if parameterNode.textureSurfaces:
+            self._textureSurfaces()
+        slicer.util.showStatusMessage(_("Spine characterised"), 5000)
+
+    def _textureSurfaces(self) -> None:
+        """Map grey levels onto the skin (and vertebra) surfaces of the anatomy twin. A failure is reported
+        but does not undo the spine characterisation, whose results stand on their own."""
+        parameterNode = self._parameterNode
+        if parameterNode.outputSkinModel is None:
+            slicer.util.warningDisplay(
+                _("Build the anatomy twin first: there is no skin surface to map the grey levels onto."),
+                windowTitle=_("MSDT: texture mapping"),
+            )
+            return
+        textured, error, details = {}, None, ""
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            textured = self.logic.textureSurfaces(
+                parameterNode.inputVolume,
+                parameterNode.outputSkinModel,
+                segmentation=parameterNode.outputSegmentation,
+                vertebraeModel=parameterNode.outputVertebraeModel,
+            )
+        except Exception as caught:  # reported below, once the wait cursor is gone
+            error, details = caught, traceback.format_exc()
+            logging.error(details)
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+        if error is not None:
+            self._reportError(error, _("MSDT: texture mapping failed"), details)
+            return
+        if "vertebrae" in textured:
+            parameterNode.outputVertebraeModel = textured["vertebrae"][0]
+        for name, (_model, stats) in textured.items():
+            logging.info(
+                f"MSDT texture {name}: mean {stats.mean:.1f}, range {stats.min:.1f} to {stats.max:.1f}"
+            )
+
     def onExportButton(self) -> None:
         """Write the segments of the last result as surface files."""
         parameterNode = self._parameterNode
@@ -379,6 +483,8 @@ class MSDTLogic(ScriptedLoadableModuleLogic):
         try:
             importlib.import_module("MSDTLib.pipeline")
             importlib.import_module("MSDTLib.export")
+            importlib.import_module("MSDTLib.spineworkflow")
+            importlib.import_module("MSDTLib.texture")
         except ModuleNotFoundError as error:
             topLevel = (error.name or "").split(".")[0]
             if topLevel in _PIP_NAMES:
@@ -437,6 +543,159 @@ class MSDTLogic(ScriptedLoadableModuleLogic):
             coordinate_system=str(coordinateSystem).upper(),
         )
 
+    def characteriseSpine(
+        self,
+        inputVolume,
+        labelMap,
+        modality: str = "CT",
+        sphereRadiusMM: float = 8.0,
+        progress=None,
+        scene=None,
+    ):
+        """Measure the spine of ``inputVolume`` from the vertebrae of ``labelMap``; returns the
+        ``MSDTLib.spineworkflow.SpineResult`` (summary dict, tables, endplate lines, spine curve, chart).
+
+        Raises ``MSDTLib.errors.MSDTError`` for input it cannot work with; the scene is then left as it was.
+        """
+        from MSDTLib.errors import MSDTError
+        from MSDTLib.spineworkflow import SpineOptions, characterise_spine
+
+        if inputVolume is None:
+            raise MSDTError(_("Select an input volume."))
+        if labelMap is None:
+            raise MSDTError(
+                _("Select a label map that names the vertebrae (for example a TotalSegmentator result).")
+            )
+        modality = str(modality).lower()
+        if modality not in ("ct", "mr"):
+            raise MSDTError(_("Unknown modality '{modality}': expected CT or MR.").format(modality=modality))
+        radius = float(sphereRadiusMM)
+        if not SPHERE_RADIUS_RANGE_MM[0] <= radius <= SPHERE_RADIUS_RANGE_MM[1]:
+            raise MSDTError(
+                _(
+                    "The density sphere radius must lie between {low:g} and {high:g} mm, not {radius:g}."
+                ).format(low=SPHERE_RADIUS_RANGE_MM[0], high=SPHERE_RADIUS_RANGE_MM[1], radius=radius)
+            )
+        if scene is None:
+            scene = inputVolume.GetScene() or slicer.mrmlScene
+        options = SpineOptions(modality=modality, sphere_radius_mm=radius)
+        # characterise_spine adds its nodes in one transaction: on failure the scene is left as it was.
+        return characterise_spine(
+            scene, inputVolume, labelMap, options, progress=progress or self._logProgress
+        )
+
+    @staticmethod
+    def spineSummaryText(summary) -> str:
+        """One line for the panel from a spine summary, e.g.
+        "Cobb 7.1° (L1-L5, apex L4); lordosis 51.5°; kyphosis n/a (reason); L1 127 HU: indeterminate".
+
+        A measure without a value shows "n/a" and the reason the library gave.
+        """
+        summary = summary or {}
+
+        def missing(what: str, reason) -> str:
+            return f"{what} n/a ({reason})" if reason else f"{what} n/a"
+
+        parts = []
+        cobbs = summary.get("cobb") or []
+        major = cobbs[0] if cobbs else {}
+        if major.get("angle_deg") is not None:
+            span = "-".join(str(level) for level in (major.get("upper"), major.get("lower")) if level)
+            where = ", ".join(
+                text for text in (span, f"apex {major['apex']}" if major.get("apex") else "") if text
+            )
+            parts.append(f"Cobb {float(major['angle_deg']):.1f}°" + (f" ({where})" if where else ""))
+        else:
+            parts.append(missing("Cobb", major.get("reason")))
+
+        for key in ("lordosis", "kyphosis"):
+            entry = summary.get(key) or {}
+            angle = entry.get("angle_deg", summary.get(f"{key}_deg"))
+            if angle is not None:
+                parts.append(f"{key} {float(angle):.1f}°")
+            else:
+                parts.append(missing(key, entry.get("reason")))
+
+        screen = summary.get("osteoporosis")
+        if screen is not None:
+            level = screen.get("level") or "L1"
+            if screen.get("hu") is not None:
+                text = f"{level} {float(screen['hu']):.0f} HU"
+                parts.append(f"{text}: {screen['category']}" if screen.get("category") else text)
+            else:
+                parts.append(missing(f"{level} HU", screen.get("reason")))
+
+        notes = summary.get("notes") or []
+        return "; ".join(parts + [str(note) for note in notes])
+
+    @staticmethod
+    def showSpineResult(result) -> None:
+        """Show the endplate lines of the angles and the body height chart (in the layout's plot view)."""
+        for line in result.lines or []:
+            display = line.GetDisplayNode()
+            if display is not None:
+                display.SetVisibility(True)
+        chart = result.chart_node
+        plots = getattr(getattr(slicer, "modules", None), "plots", None)
+        if chart is None or plots is None or not hasattr(plots, "logic"):
+            return
+        try:
+            plots.logic().ShowChartInLayout(chart)
+        except Exception:  # a layout without plot support must not spoil the measurement
+            logging.warning(f"MSDT: cannot show the chart '{chart.GetName()}':\n{traceback.format_exc()}")
+
+    def textureSurfaces(
+        self, inputVolume, skinModel, segmentation=None, vertebraeModel=None, scene=None
+    ) -> dict:
+        """Map the grey levels of ``inputVolume`` onto the skin model and, when ``segmentation`` holds vertebra
+        segments, onto one vertebrae model (``vertebraeModel`` is reused when given, else created).
+
+        Returns {"skin" | "vertebrae": (model node, ``MSDTLib.texture.TextureStats``)}; see SURFACE_TEXTURES for
+        the depths, reducers and colour maps. Raises ``MSDTError`` when there is nothing to texture.
+        """
+        from MSDTLib import io, labels, surfaces, texture
+        from MSDTLib.errors import MSDTError
+
+        if inputVolume is None:
+            raise MSDTError(_("Select an input volume."))
+        if skinModel is None:
+            raise MSDTError(_("Build the anatomy twin first: there is no skin surface to texture."))
+        if scene is None:
+            scene = inputVolume.GetScene() or slicer.mrmlScene
+
+        def apply(name, model):
+            depth, reducer, colormap = SURFACE_TEXTURES[name]
+            return model, texture.texture_model(
+                scene, model, inputVolume, depth, reducer=reducer, colormap=colormap
+            )
+
+        textured = {"skin": apply("skin", skinModel)}
+
+        names = io.segment_names(segmentation) if segmentation is not None else []
+        levels = [name for name in names if labels.vertebra_level(name)]
+        if not levels:
+            return textured
+        append = vtk.vtkAppendPolyData()
+        for name in levels:
+            append.AddInputData(surfaces.segment_polydata(segmentation, name))
+        append.Update()
+        polydata = vtk.vtkPolyData()
+        polydata.DeepCopy(append.GetOutput())
+        created = vertebraeModel is None or vertebraeModel.GetScene() is not scene
+        if created:
+            vertebraeModel = surfaces.model_from_polydata(
+                scene, polydata, _("Vertebrae surface (grey levels)")
+            )
+        else:
+            vertebraeModel.SetAndObservePolyData(polydata)
+        try:
+            textured["vertebrae"] = apply("vertebrae", vertebraeModel)
+        except Exception:
+            if created:
+                scene.RemoveNode(vertebraeModel)
+            raise
+        return textured
+
     @staticmethod
     def showResult(result, inputVolume=None) -> None:
         """Show the input in the slice views and the segments as surfaces in the 3D view."""
@@ -479,6 +738,10 @@ class MSDTTest(ScriptedLoadableModuleTest):
         self.test_MSDT_RejectsEmptyVolumeAndKeepsScene()
         self.setUp()
         self.test_MSDT_BuildAndExport()
+        self.setUp()
+        self.test_MSDT_SpineSummaryText()
+        self.setUp()
+        self.test_MSDT_CharacteriseSpine()
 
     def test_MSDT_RejectsMissingInput(self):
         from MSDTLib.errors import MSDTError
@@ -533,19 +796,85 @@ class MSDTTest(ScriptedLoadableModuleTest):
                 self.assertGreater(os.path.getsize(path), 0, path)
         self.delayDisplay("Test passed")
 
-    def _loadSampleCT(self):
-        """(volume, label map or None): the TotalSegmentator sample CT and its segmentation when the
-        repository's test data can be found (next to the source tree or via MSDT_TESTING_DATA_DIR), else a
-        synthetic phantom without label map."""
+    def test_MSDT_SpineSummaryText(self):
+        self.delayDisplay("Spine summary line, with missing values and their reasons")
+        text = MSDTLogic.spineSummaryText(
+            {
+                "cobb": [{"angle_deg": 7.08, "upper": "L1", "lower": "L5", "apex": "L4"}],
+                "lordosis": {"angle_deg": 51.49, "upper": "L1", "lower": "S1"},
+                "kyphosis": {"angle_deg": None, "reason": "T4 is not in the field of view"},
+                "osteoporosis": {"level": "L1", "hu": 127.4, "category": "indeterminate", "reason": None},
+            }
+        )
+        self.assertEqual(
+            text,
+            "Cobb 7.1° (L1-L5, apex L4); lordosis 51.5°; kyphosis n/a (T4 is not in the field of view); "
+            "L1 127 HU: indeterminate",
+        )
+
+    def test_MSDT_CharacteriseSpine(self):
+        from MSDTLib.errors import MSDTError
+
+        self.delayDisplay("Characterising the spine")
+        volume, labelMap = self._loadSpineSampleCT()
+        nodeIDsBefore = MSDTLogic._nodeIDs(slicer.mrmlScene)
+        with self.assertRaises(MSDTError):
+            MSDTLogic().characteriseSpine(volume, None)
+        self.assertEqual(MSDTLogic._nodeIDs(slicer.mrmlScene), nodeIDsBefore)
+        if labelMap is None:
+            self.delayDisplay("Spine sample data not found: characterisation skipped")
+            return
+        progressCalls = []
+        result = MSDTLogic().characteriseSpine(
+            volume,
+            labelMap,
+            modality="CT",
+            sphereRadiusMM=8.0,
+            progress=lambda fraction, message: progressCalls.append((fraction, message)),
+        )
+        self.assertTrue(progressCalls)
+        summary = result.summary
+        self.assertGreater(summary["lordosis_deg"], 35.0)
+        self.assertLess(summary["lordosis_deg"], 65.0)
+        self.assertGreater(summary["vertebrae"]["L1"]["height_middle_mm"], 15.0)
+        self.assertGreater(result.tables["bodies"].GetNumberOfRows(), 0)
+        self.assertTrue(result.lines)
+        MSDTLogic.showSpineResult(result)
+        text = MSDTLogic.spineSummaryText(summary)
+        self.assertIn("lordosis", text)
+        self.assertIn("HU", text)
+        self.delayDisplay(text)
+
+    def _loadSpineSampleCT(self):
+        """(volume, label map or None): the full TotalSegmentator sample CT (T11-S1) and its vertebra labels, or
+        the phantom without label map when the repository's test data cannot be found."""
+        for directory in self._sampleDirectories():
+            imagePath = os.path.join(directory, "example_ct.nii.gz")
+            labelPath = os.path.join(directory, "spine_report", "totalseg.nii.gz")
+            if os.path.isfile(imagePath) and os.path.isfile(labelPath):
+                volume = slicer.util.loadVolume(imagePath)
+                labelMap = slicer.util.loadLabelVolume(labelPath)
+                # TotalSegmentator "total" class values: named from the library's class table (see _loadSampleCT).
+                labelMap.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeLabels")
+                return volume, labelMap
+        return self._spinePhantom(), None
+
+    def _sampleDirectories(self) -> list:
         moduleDir = os.path.dirname(os.path.abspath(__file__))
         candidates = [
             os.environ.get(self.DATA_ENVIRONMENT_VARIABLE, ""),
             os.path.join(moduleDir, "..", "Testing", "Data", "totalsegmentator_ct_mr_spine"),
         ]
-        for directory in candidates:
-            imagePath = os.path.join(directory, "example_ct_sm.nii.gz") if directory else ""
-            labelPath = os.path.join(directory, "example_seg.nii.gz") if directory else ""
-            if imagePath and os.path.isfile(imagePath) and os.path.isfile(labelPath):
+        return [directory for directory in candidates if directory]
+
+    def _loadSampleCT(self):
+        """(volume, label map or None): the TotalSegmentator sample CT and its segmentation when the
+        repository's test data can be found (next to the source tree or via MSDT_TESTING_DATA_DIR), else a
+        synthetic phantom without label map."""
+        for directory in self._sampleDirectories():
+            imagePath = os.path.join(directory, "example_ct_sm.nii.gz")
+            labelPath = os.path.join(directory, "example_seg.nii.gz")
+            if os.path.isfile(imagePath) and os.path.isfile(labelPath):
                 volume = slicer.util.loadVolume(imagePath)
                 labelMap = slicer.util.loadLabelVolume(labelPath)
                 # The label values are TotalSegmentator "total" classes: with the generic "Labels" colour table

@@ -45,8 +45,13 @@ MSDT_WIDGETS = {
     "exportFormatComboBox": {"QComboBox"},
     "exportCoordinateComboBox": {"QComboBox"},
     "exportButton": {"QPushButton"},
+    "sphereRadiusSpinBox": {"ctkDoubleSpinBox", "QDoubleSpinBox"},
+    "textureCheckBox": {"QCheckBox"},
+    "characteriseSpineButton": {"QPushButton"},
+    "spineSummaryLabel": {"QLabel"},
+    "spineTableView": {"qMRMLTableView"},
 }
-MSDT_SECTIONS = ["Inputs", "Parameters", "Results", "Export"]
+MSDT_SECTIONS = ["Inputs", "Parameters", "Results", "Spine characterisation", "Export"]
 
 
 def module_script(module: str) -> Path:
@@ -364,6 +369,14 @@ def test_msdt_ui_has_the_required_widgets(qt):
     # The "auto" special value shows at the minimum, which is the spin box's initial value.
     skin = widget.findChild(QtWidgets.QDoubleSpinBox, "skinThresholdSpinBox")
     assert skin.value() == skin.minimum() and skin.text() == "auto"
+
+    radius = widget.findChild(QtWidgets.QDoubleSpinBox, "sphereRadiusSpinBox")
+    assert (radius.minimum(), radius.maximum(), radius.value(), radius.suffix()) == (2.0, 20.0, 8.0, " mm")
+    assert parameter_names_in_ui(ui_root)["sphereRadiusSpinBox"] == "sphereRadiusMM"
+    assert widget.findChild(QtWidgets.QLabel, "spineSummaryLabel").wordWrap()
+    assert not widget.findChild(QtWidgets.QPushButton, "characteriseSpineButton").isEnabled()
+    texture = widget.findChild(QtWidgets.QCheckBox, "textureCheckBox")
+    assert texture.text() == "Map grey levels onto skin and vertebra surfaces"
     widget.deleteLater()
 
 
@@ -683,6 +696,145 @@ def test_msdt_logic_runs_the_library_headless(msdt_module, tmp_path):
             logic.exportSegments(None, tmp_path)
     finally:
         app.shutdown_scene(scene)
+
+
+def test_msdt_logic_characterises_the_spine_headless(msdt_module):
+    """characteriseSpine on the full sample CT (T11-S1) and its vertebra labels: real measurements, tables, lines
+    and chart; bad input is refused without touching the scene; the surfaces of the twin get textured."""
+    from MSDTLib import app, io
+    from MSDTLib.errors import MSDTError
+
+    logic = msdt_module.MSDTLogic()
+    scene = app.new_scene()
+    try:
+        volume = io.load_volume(scene, SAMPLE_DATA / "example_ct.nii.gz")
+        labels = io.volume_node_from_image(
+            scene, io.read_image(SAMPLE_DATA / "spine_report" / "totalseg.nii.gz"), "labels", labelmap=True
+        )
+
+        nodes = scene.GetNumberOfNodes()
+        for bad in (
+            dict(inputVolume=None, labelMap=labels),
+            dict(inputVolume=volume, labelMap=None),
+            dict(inputVolume=volume, labelMap=labels, modality="PET"),
+            dict(inputVolume=volume, labelMap=labels, sphereRadiusMM=0.0),
+        ):
+            with pytest.raises(MSDTError):
+                logic.characteriseSpine(scene=scene, **bad)
+        assert scene.GetNumberOfNodes() == nodes
+        # A label map without vertebrae: the library refuses it and its transaction leaves the scene as it was.
+        no_vertebrae = io.volume_node_from_image(
+            scene,
+            io.read_image(SAMPLE_DATA / "example_seg_tissue_types" / "skeletal_muscle.nii.gz"),
+            "muscle",
+            labelmap=True,
+        )
+        nodes = scene.GetNumberOfNodes()
+        with pytest.raises(MSDTError):
+            logic.characteriseSpine(volume, no_vertebrae, scene=scene)
+        assert scene.GetNumberOfNodes() == nodes
+
+        calls = []
+        result = logic.characteriseSpine(
+            volume,
+            labels,
+            modality="CT",
+            sphereRadiusMM=8.0,
+            progress=lambda fraction, message: calls.append((fraction, message)),
+            scene=scene,
+        )
+        assert calls and calls[-1][0] == pytest.approx(1.0)
+        summary = result.summary
+        assert 35.0 < summary["lordosis_deg"] < 65.0
+        assert summary["lordosis"]["upper"] == "L1"
+        # No T4 in this field of view: kyphosis has no value but a reason.
+        assert summary["kyphosis_deg"] is None and summary["kyphosis"]["reason"]
+        assert "L1" in summary["vertebrae"] and summary["vertebrae"]["L1"]["height_middle_mm"] > 15.0
+        assert summary["vertebrae"]["L1"]["hu_sphere_radius_mm"] == pytest.approx(8.0)
+        assert summary["osteoporosis"]["hu"] is not None and summary["osteoporosis"]["category"]
+        assert set(result.tables) >= {"bodies", "curvature", "discs", "density"}
+        bodies = result.tables["bodies"]
+        assert bodies.GetScene() is scene and bodies.GetNumberOfRows() == len(summary["vertebrae"]) >= 5
+        assert result.lines and all(line.GetNumberOfControlPoints() == 2 for line in result.lines)
+        assert result.chart_node is not None and result.chart_node.IsA("vtkMRMLPlotChartNode")
+        msdt_module.MSDTLogic.showSpineResult(result)  # no plots module headless: only the lines are shown
+
+        text = msdt_module.MSDTLogic.spineSummaryText(summary)
+        assert f"lordosis {summary['lordosis_deg']:.1f}°" in text
+        assert "kyphosis n/a (" + summary["kyphosis"]["reason"] + ")" in text
+        assert "L1 " in text and " HU: " in text and text.startswith("Cobb ")
+
+        # A smaller sphere changes the density measurement, not the geometry.
+        small = logic.characteriseSpine(volume, labels, sphereRadiusMM=4.0, scene=scene)
+        assert small.summary["vertebrae"]["L1"]["hu_sphere_radius_mm"] == pytest.approx(4.0)
+        assert small.summary["lordosis_deg"] == pytest.approx(summary["lordosis_deg"])
+
+        # Texture mapping onto the surfaces of the anatomy twin.
+        with pytest.raises(MSDTError):
+            logic.textureSurfaces(volume, None, scene=scene)
+        twin = logic.process(volume, labelMap=labels, modality="CT", scene=scene)
+        textured = logic.textureSurfaces(
+            volume, twin.skin_model_node, segmentation=twin.segmentation_node, scene=scene
+        )
+        assert set(textured) == {"skin", "vertebrae"}
+        skin_model, skin_stats = textured["skin"]
+        assert (
+            skin_model is twin.skin_model_node
+            and skin_stats.reducer == "mean"
+            and skin_stats.colormap == "grey"
+        )
+        assert skin_stats.depth_range_mm == (-4.0, 0.0)
+        vertebrae_model, vertebrae_stats = textured["vertebrae"]
+        assert vertebrae_model.GetPolyData().GetPointData().GetArray("MSDT.Texture") is not None
+        assert vertebrae_stats.mean > skin_stats.mean  # bone cortex is brighter than the skin and fat
+        nodes = scene.GetNumberOfNodes()
+        again = logic.textureSurfaces(
+            volume,
+            twin.skin_model_node,
+            segmentation=twin.segmentation_node,
+            vertebraeModel=vertebrae_model,
+            scene=scene,
+        )
+        assert again["vertebrae"][0] is vertebrae_model and scene.GetNumberOfNodes() == nodes
+    finally:
+        app.shutdown_scene(scene)
+
+
+def test_spine_summary_text_shows_reasons_for_missing_values(msdt_module):
+    text_of = msdt_module.MSDTLogic.spineSummaryText
+    full = {
+        "cobb": [
+            {"angle_deg": 7.08, "upper": "L1", "lower": "L5", "apex": "L4"},
+            {"angle_deg": 3.0, "upper": "T11", "lower": "L1", "apex": "T12"},
+        ],
+        "lordosis_deg": 51.49,
+        "lordosis": {"angle_deg": 51.49, "upper": "L1", "lower": "S1"},
+        "kyphosis_deg": None,
+        "kyphosis": {"angle_deg": None, "reason": "T4 is not in the field of view"},
+        "osteoporosis": {"level": "L1", "hu": 127.4, "category": "indeterminate", "reason": None},
+    }
+    assert text_of(full) == (
+        "Cobb 7.1° (L1-L5, apex L4); lordosis 51.5°; kyphosis n/a (T4 is not in the field of view); "
+        "L1 127 HU: indeterminate"
+    )
+    empty = {
+        "cobb": [{"angle_deg": None, "reason": "a Cobb angle needs two vertebrae"}],
+        "lordosis_deg": None,
+        "lordosis": {"angle_deg": None, "reason": "no L1"},
+        "kyphosis_deg": None,
+        "kyphosis": {"angle_deg": None, "reason": "no T4"},
+        "osteoporosis": {"level": "L1", "hu": None, "category": None, "reason": "MR is not in HU"},
+        "notes": ["only one vertebra"],
+    }
+    assert text_of(empty) == (
+        "Cobb n/a (a Cobb angle needs two vertebrae); lordosis n/a (no L1); kyphosis n/a (no T4); "
+        "L1 HU n/a (MR is not in HU); only one vertebra"
+    )
+    # Only the flat keys, no reasons, no Cobb list: still one readable line.
+    assert text_of({"cobb": [], "lordosis_deg": 40.0, "kyphosis_deg": None}) == (
+        "Cobb n/a; lordosis 40.0°; kyphosis n/a"
+    )
+    assert text_of(None) == "Cobb n/a; lordosis n/a; kyphosis n/a"
 
 
 # --------------------------------------------------------------------------------------------------------------
