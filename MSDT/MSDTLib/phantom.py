@@ -44,8 +44,8 @@ in the plane):
   curve is convex to the patient's left; its apex is the middle level, or the middle disc for an even count.
 * Lordosis: the superior-endplate normals get sagittal angles rising by lordosis/5 per level from L1 to S1
   (constant above L1), centred on zero, so S1's endplate faces anteriorly and the angle between the L1 and S1
-  superior endplates is lordosis_deg exactly (concave posteriorly). Wedges change the inferior endplates
-  only, so they narrow the discs below and leave Cobb and lordosis unchanged.
+  superior endplates is lordosis_deg exactly (concave posteriorly). Wedges turn the inferior endplate only,
+  so the disc below opens anteriorly by the same angle and Cobb and lordosis stay exact.
 
 Trunk: an elliptic cylinder (320 x 240 mm, vertical) around the spine, 40 HU, with a 15 mm fat layer
 (-100 HU; inner ellipse semi-axes 15 mm smaller) and air (-1000 HU) outside. Discs 80 HU.
@@ -128,7 +128,7 @@ class VertebraTruth:
     axes: np.ndarray              # 3x3, columns: the body's right, anterior and cranial (axis) unit vectors
     wedge_deg: float
     body_volume_ml: float         # analytic
-    volume_ml: float              # body + posterior elements as labelled (numerical, 0.5 mm cells)
+    volume_ml: float              # as labelled: exact body + posterior elements (counted on 0.5 mm cells)
 
 
 @dataclass
@@ -149,17 +149,17 @@ class DiscTruth:
 class SpinePhantom:
     """A rendered phantom and its ground truth."""
 
-    image: np.ndarray
-    labels: np.ndarray
-    ijk_to_ras: np.ndarray
-    class_table: dict[int, str]
-    vertebrae: dict[str, VertebraTruth]
-    discs: dict[str, DiscTruth]
-    cobb_deg: float
+    image: np.ndarray             # float32 HU, (k, j, i)
+    labels: np.ndarray            # int16, (k, j, i): TotalSegmentator "total" vertebra ids, discs DISC_LABEL
+    ijk_to_ras: np.ndarray        # 4x4
+    class_table: dict[int, str]   # value -> name
+    vertebrae: dict[str, VertebraTruth]   # cranial to caudal
+    discs: dict[str, DiscTruth]           # "L1-L2", ...
+    cobb_deg: float               # coronal angle: superior endplate of cobb_upper to inferior of cobb_lower
     cobb_upper: str
     cobb_lower: str
-    cobb_apex: str
-    lordosis_deg: float
+    cobb_apex: str                # a level, or a disc "L2-L3" when the curve has an even number of levels
+    lordosis_deg: float           # sagittal angle: L1 to S1 superior endplates (NaN without both levels)
 
     def sitk_image(self) -> sitk.Image:
         """The HU image as a SimpleITK image (LPS geometry)."""
@@ -190,12 +190,12 @@ def _to_sitk(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
 
 
 def coronal_angle_deg(vector: np.ndarray) -> float:
-    """Angle (degrees) of a direction's projection on the coronal (x-z) plane from +z, positive to the right."""
+    """Angle (degrees) of a direction's projection on the coronal (x-z) plane from +z, + to the right."""
     return math.degrees(math.atan2(vector[0], vector[2]))
 
 
 def sagittal_angle_deg(vector: np.ndarray) -> float:
-    """Angle (degrees) of a direction's projection on the sagittal (y-z) plane from +z, positive anteriorly."""
+    """Angle (degrees) of a direction's projection on the sagittal (y-z) plane from +z, + anteriorly."""
     return math.degrees(math.atan2(vector[1], vector[2]))
 
 
@@ -242,10 +242,10 @@ class _Solid:
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
 
     def to_local(self, ras: np.ndarray) -> np.ndarray:
-        return (ras - self.origin) @ self.axes
+        return np.dot(ras, self.axes) - self.origin @ self.axes
 
     def to_ras(self, local: np.ndarray) -> np.ndarray:
-        return local @ self.axes.T + self.origin
+        return np.dot(local, self.axes.T) + self.origin
 
     def corners(self) -> np.ndarray:
         """RAS of the 8 corners of the local bounding box."""
@@ -274,9 +274,11 @@ class _Vertebra(_Solid):
     def __init__(self, label, code_base, center, axes, height, wedge_rad, hu_center, hu_gradient, arch):
         self.label, self.code_base, self.arch = label, code_base, arch
         self.height, self.hu_center, self.hu_gradient = height, hu_center, hu_gradient
-        self.sin, self.cos, self.tan = math.sin(wedge_rad / 2), math.cos(wedge_rad / 2), math.tan(wedge_rad / 2)
+        half = wedge_rad / 2
+        self.sin, self.cos, self.tan = math.sin(half), math.cos(half), math.tan(half)
         top = height / 2 + abs(self.tan) * BODY_DEPTH_MM / 2 + 0.5
-        lower, upper = [-BODY_WIDTH_MM / 2, -BODY_DEPTH_MM / 2, -top], [BODY_WIDTH_MM / 2, BODY_DEPTH_MM / 2, top]
+        lower = [-BODY_WIDTH_MM / 2, -BODY_DEPTH_MM / 2, -top]
+        upper = [BODY_WIDTH_MM / 2, BODY_DEPTH_MM / 2, top]
         if arch:
             lower[:2] = -TRANSVERSE_R[1], SPINOUS_A[0]
             spinous_low = self._spinous_centre(SPINOUS_A[0]) - SPINOUS_HALF_HEIGHT * height
@@ -349,11 +351,12 @@ class _Disc(_Solid):
     def min_height(self) -> float:
         """Smallest gap over the ellipse (the gap is linear in s_r, s_a)."""
         slope = self.n2[:2] / self.n2[2] - self.n1[:2] / self.n1[2]
-        return self.height_at(0.0, 0.0) - math.hypot(slope[0] * BODY_WIDTH_MM / 2, slope[1] * BODY_DEPTH_MM / 2)
+        spread = math.hypot(slope[0] * BODY_WIDTH_MM / 2, slope[1] * BODY_DEPTH_MM / 2)
+        return self.height_at(0.0, 0.0) - spread
 
     def evaluate(self, local):
         inside = (_in_ellipse(local[:, 0], local[:, 1], BODY_WIDTH_MM / 2, BODY_DEPTH_MM / 2)
-                  & (local @ self.n1 <= self.d1) & (local @ self.n2 >= self.d2))
+                  & (np.dot(local, self.n1) <= self.d1) & (np.dot(local, self.n2) >= self.d2))
         return inside.astype(np.int16), np.where(inside, np.float32(DISC_HU), np.float32(0.0))
 
 
@@ -364,11 +367,12 @@ class _Canal(_Solid):
 
     def __init__(self, center, axes, half_length):
         self.centre_a = -BODY_DEPTH_MM / 2 - CANAL_DEPTH_MM / 2
-        super().__init__(center, axes, [-CANAL_WIDTH_MM / 2, self.centre_a - CANAL_DEPTH_MM / 2, -half_length],
-                         [CANAL_WIDTH_MM / 2, self.centre_a + CANAL_DEPTH_MM / 2, half_length])
+        half_w, half_d = CANAL_WIDTH_MM / 2, CANAL_DEPTH_MM / 2
+        super().__init__(center, axes, [-half_w, self.centre_a - half_d, -half_length],
+                         [half_w, self.centre_a + half_d, half_length])
 
     def evaluate(self, local):
-        inside = (_in_ellipse(local[:, 0], local[:, 1] - self.centre_a, CANAL_WIDTH_MM / 2, CANAL_DEPTH_MM / 2)
+        inside = (_in_ellipse(local[:, 0], local[:, 1] - self.centre_a, self.upper[0], CANAL_DEPTH_MM / 2)
                   & (np.abs(local[:, 2]) <= self.upper[2]))
         return inside.astype(np.int16), np.where(inside, np.float32(CSF_HU), np.float32(0.0))
 
@@ -485,7 +489,7 @@ def _scene(placed, body_height, disc_height, hu_center, hu_gradient) -> _Scene:
                                    arch=p.level.name != "S1"))
         if p.level.name != "S1":
             canals.append(_Canal(p.center, p.axes, body_height / 2 + disc_height / 2 + 2.0))
-    for index, (up, down) in enumerate(zip(placed[:-1], placed[1:])):
+    for index, (up, down) in enumerate(zip(placed[:-1], placed[1:], strict=True)):
         axes = _frame(up.inferior + down.superior)
         top = up.center - body_height / 2 * up.axes[:, 2]
         bottom = down.center + body_height / 2 * down.axes[:, 2]
@@ -499,8 +503,8 @@ def _scene(placed, body_height, disc_height, hu_center, hu_gradient) -> _Scene:
     return _Scene(discs + vertebrae + canals, centre, vertebrae, discs)
 
 
-def _covered(solid: _Solid, others: list[_Solid], ras: np.ndarray) -> np.ndarray:
-    """Which RAS points lie inside any of ``others``."""
+def _covered(others: list[_Solid], ras: np.ndarray) -> np.ndarray:
+    """Which RAS points (N, 3) lie inside any of ``others``."""
     covered = np.zeros(len(ras), bool)
     for other in others:
         local = other.to_local(ras)
@@ -509,39 +513,45 @@ def _covered(solid: _Solid, others: list[_Solid], ras: np.ndarray) -> np.ndarray
     return covered
 
 
-def _labelled_volume_ml(scene: _Scene, solid: _Solid, step: float = _INTEGRATION_STEP_MM) -> float:
-    """Volume (ml) of the part of ``solid`` that keeps its label: cells of ``step`` mm in its frame, minus
-    what higher-priority solids take."""
-    rank = scene.solids.index(solid)
-    low, high = solid.corners().min(0), solid.corners().max(0)
+def _body_volume_ml(height: float) -> float:
+    """Exact volume of a body: ellipse area times the middle height (the height is linear across it)."""
+    return math.pi * BODY_WIDTH_MM / 2 * BODY_DEPTH_MM / 2 * height / 1000.0
+
+
+def _labelled_volume_ml(scene: _Scene, vertebra: _Vertebra, step: float = _INTEGRATION_STEP_MM) -> float:
+    """Volume (ml) that keeps the vertebra's label: the exact body volume plus the posterior elements outside
+    the body, minus what higher-priority solids take (both counted on cells of ``step`` mm in its frame)."""
+    rank = scene.solids.index(vertebra)
+    low, high = vertebra.corners().min(0), vertebra.corners().max(0)
     others = [o for o in scene.solids[:rank] if o.label and np.all(o.corners().min(0) <= high)
               and np.all(o.corners().max(0) >= low)]
-    axes = [np.arange(math.floor(lo / step), math.ceil(hi / step)) * step + step / 2
-            for lo, hi in zip(solid.lower, solid.upper)]
-    count = 0
-    for u in axes[2]:
-        r, a = np.meshgrid(axes[0], axes[1], indexing="ij")
-        local = np.column_stack([r.ravel(), a.ravel(), np.full(r.size, u)])
-        inside = local[solid.evaluate(local)[0] > 0]
-        count += len(inside) - int(_covered(solid, others, solid.to_ras(inside)).sum())
-    return count * step**3 / 1000.0
+    r, a, u = (np.arange(math.floor(lo / step), math.ceil(hi / step)) * step + step / 2
+               for lo, hi in zip(vertebra.lower, vertebra.upper, strict=True))
+    r, a = (values.ravel() for values in np.meshgrid(r, a, indexing="ij"))
+    cells = 0
+    for height in u:
+        local = np.column_stack([r, a, np.full(r.size, height)])
+        region = vertebra.evaluate(local)[0]
+        stolen = _covered(others, vertebra.to_ras(local[region > 0]))
+        cells += int((region == _ARCH).sum()) - int(stolen.sum())
+    return _body_volume_ml(vertebra.height) + cells * step**3 / 1000.0
 
 
 # ------------------------------------------------------------------------------------------- truth
 
 
 def _vertebra_truth(solid: _Vertebra, p: _Placed, scene: _Scene, hu_center: float) -> VertebraTruth:
-    h, u = solid.height, p.axes[:, 2]
+    h, axis = solid.height, p.axes[:, 2]
     inset = (0.5 - HEIGHT_INSET) * BODY_DEPTH_MM
-    axis = p.axes[:, 2]
     return VertebraTruth(
         level=p.level.name, label=p.label, body_center=p.center.copy(), superior_normal=p.superior,
-        inferior_normal=p.inferior, superior_center=p.center + h / 2 * u, inferior_center=p.center - h / 2 * u,
+        inferior_normal=p.inferior, superior_center=p.center + h / 2 * axis,
+        inferior_center=p.center - h / 2 * axis,
         height_anterior_mm=h - 2 * solid.tan * inset, height_middle_mm=h,
         height_posterior_mm=h + 2 * solid.tan * inset,
         coronal_tilt_deg=coronal_angle_deg(axis), sagittal_tilt_deg=sagittal_angle_deg(axis),
         hu_center=hu_center, axes=p.axes, wedge_deg=p.level.wedge_deg,
-        body_volume_ml=math.pi * BODY_WIDTH_MM / 2 * BODY_DEPTH_MM / 2 * h / 1000.0,
+        body_volume_ml=_body_volume_ml(h),
         volume_ml=_labelled_volume_ml(scene, solid))
 
 
@@ -550,7 +560,7 @@ def _disc_truth(disc: _Disc, upper: str, lower: str) -> DiscTruth:
     middle = disc.height_at(0.0, 0.0)
     return DiscTruth(upper=upper, lower=lower, height_anterior_mm=disc.height_at(0.0, inset),
                      height_middle_mm=middle, height_posterior_mm=disc.height_at(0.0, -inset),
-                     volume_ml=math.pi * BODY_WIDTH_MM / 2 * BODY_DEPTH_MM / 2 * middle / 1000.0,
+                     volume_ml=_body_volume_ml(middle),
                      center=disc.origin.copy(), axes=disc.axes)
 
 
@@ -614,16 +624,17 @@ class _Samples:
 
 
 def _ras_of(ijk: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    return ijk @ matrix[:3, :3].T + matrix[:3, 3]
+    """RAS of (N, 3) ijk rows (np.dot: much faster than matmul for 3 columns)."""
+    return np.dot(ijk, matrix[:3, :3].T) + matrix[:3, 3]
 
 
 def _render_centres(scene, boxes, matrix, k_range, nj, ni) -> _Samples:
     """Tissue at the voxel centres of slices k_range[0] <= k < k_range[1]."""
     k, j, i = np.arange(*k_range, dtype=float), np.arange(nj, dtype=float), np.arange(ni, dtype=float)
-    xy = [matrix[row, 0] * i + matrix[row, 1] * j[:, None] + matrix[row, 2] * k[:, None, None] + matrix[row, 3]
-          for row in (0, 1)]
+    m = matrix
+    xy = [m[row, 0] * i + m[row, 1] * j[:, None] + m[row, 2] * k[:, None, None] + m[row, 3] for row in (0, 1)]
     samples = _Samples(*_trunk(xy[0], xy[1], scene.trunk_centre))
-    for solid, (low, high) in zip(scene.solids, boxes):
+    for solid, (low, high) in zip(scene.solids, boxes, strict=True):
         k0, k1 = max(low[0], k_range[0]), min(high[0], k_range[1] - 1)
         if k0 > k1:
             continue
@@ -659,9 +670,10 @@ def _supersample(scene, boxes, matrix, voxels_kji: np.ndarray, supersample: int,
     label_out = np.empty(len(voxels_kji), np.int16)
     for start in range(0, len(voxels_kji), batch):
         kji = voxels_kji[start:start + batch]
-        ras = _ras_of((kji[:, None, ::-1] + offsets).reshape(-1, 3), matrix)
+        ras = (_ras_of(kji[:, ::-1].astype(float), matrix)[:, None, :]
+               + np.dot(offsets, matrix[:3, :3].T)).reshape(-1, 3)
         samples = _Samples(*_trunk(ras[:, 0], ras[:, 1], scene.trunk_centre))
-        for solid, (low, high) in zip(scene.solids, boxes):
+        for solid, (low, high) in zip(scene.solids, boxes, strict=True):
             near = np.flatnonzero(np.all((kji >= low) & (kji <= high), axis=1))
             if near.size:
                 where = (near[:, None] * count + np.arange(count)).ravel()
@@ -720,6 +732,8 @@ def build_spine_phantom(levels=("T12", "L1", "L2", "L3", "L4", "L5", "S1"), voxe
     the levels' height plus 5 mm.
     """
     levels = _check_levels(levels)
+    if int(supersample) < 1:
+        raise ValueError(f"supersample must be 1 or more, not {supersample}.")
     design = _design(levels, float(cobb_deg), float(lordosis_deg), wedge_deg)
     for level in design:
         if body_height_mm - BODY_DEPTH_MM * abs(math.tan(math.radians(level.wedge_deg) / 2)) <= 2 * CORTEX_MM:
@@ -731,8 +745,9 @@ def build_spine_phantom(levels=("T12", "L1", "L2", "L3", "L4", "L5", "S1"), voxe
     if noise_hu:
         _add_noise(image, noise_hu, seed)
     vertebrae = {p.level.name: _vertebra_truth(solid, p, scene, hu_center)
-                 for p, solid in zip(placed, scene.vertebrae)}
-    discs = {f"{up}-{down}": _disc_truth(disc, up, down) for disc, up, down in zip(scene.discs, levels, levels[1:])}
+                 for p, solid in zip(placed, scene.vertebrae, strict=True)}
+    discs = {f"{up}-{down}": _disc_truth(disc, up, down)
+             for disc, up, down in zip(scene.discs, levels[:-1], levels[1:], strict=True)}
     curve = [level for level in levels if level != "S1"]
     upper, lower = vertebrae[curve[0]], vertebrae[curve[-1]]
     cobb = coronal_angle_deg(upper.superior_normal) - coronal_angle_deg(lower.inferior_normal)
