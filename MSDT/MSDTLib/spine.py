@@ -10,7 +10,9 @@ the spine, anterior, left) gives coordinates (u = left, a = anterior, s = superi
   the sacrum) is used whole, with a note.
 * Endplates: the body's footprint in the (u, a) plane is cut into columns one voxel wide; the top and bottom
   voxel of each column in its central part (inner 70 % of the footprint, away from rims and osteophytes) are
-  fitted with a plane each (least squares, one trimming pass). The body axis is the mean of the two plane
+  fitted with a plane each (least squares, one trimming pass). On CT the column heights are first moved to
+  the sub-voxel edge the grey levels show (halfway between the bright endplate and the darker disc), so that
+  tilts below a voxel over the body width are measured too. The body axis is the mean of the two plane
   normals; the fit is repeated once in that refined frame.
 * Heights: distance along the body axis between the superior and inferior endplate planes, in the
   mid-sagittal plane at 85 % (anterior), 50 % (middle) and 15 % (posterior) of the body's depth from its
@@ -30,6 +32,7 @@ from .landmarks import VertebraFrame, spine_frames, vertebra_voxels
 
 MIDLINE_HALF_WIDTH_MM = 5.0
 CENTRAL_FRACTION = 0.7
+MIN_EDGE_CONTRAST = 60.0  # HU between endplate and disc for a grey-level edge to be trusted
 HEIGHT_POSITIONS = {"anterior": 0.85, "middle": 0.5, "posterior": 0.15}  # fraction of depth from the back wall
 
 
@@ -52,7 +55,7 @@ class VertebralBody:
     points: np.ndarray              # RAS of the body voxels (N, 3)
     kji: np.ndarray                 # array indices of the body voxels (N, 3)
     frame: VertebraFrame            # superior = body axis (mean endplate normal)
-    center: np.ndarray              # centroid of the body voxels
+    center: np.ndarray              # middle of the body: mid-sagittal AP midpoint, LR midpoint, between endplates
     superior: Endplate
     inferior: Endplate
     depth_mm: float                 # anterior-posterior extent at mid-height
@@ -163,8 +166,58 @@ def _frame_from_axis(axis: np.ndarray) -> VertebraFrame:
     return VertebraFrame(axis, anterior, np.cross(axis, anterior))
 
 
-def fit_endplates(points: np.ndarray, frame: VertebraFrame, grid: Grid):
-    """Superior and inferior endplate planes of body points, and the frame refined to the mean normal."""
+def refine_with_image(image: np.ndarray, grid: Grid, center: np.ndarray, frame: VertebraFrame,
+                      columns: np.ndarray, heights: np.ndarray, outward: float,
+                      min_contrast: float = MIN_EDGE_CONTRAST) -> np.ndarray:
+    """Sub-voxel endplate heights (mm along the axis) from the grey levels around the label's surface.
+
+    Along each column the image is sampled (trilinear) from 1.5 voxels inside to 1.5 voxels outside the
+    label surface; the edge is where the profile, after its inner maximum (the bright endplate), falls below
+    halfway between that maximum and the darkest value outside (the disc). Partial volume puts this halfway
+    crossing where the boundary really is, so tilts smaller than a voxel over the body width are seen.
+    Columns without a clear edge (contrast < ``min_contrast``) keep the label height.
+    """
+    from scipy import ndimage
+
+    voxel = voxel_extent_along(grid, frame.superior)
+    step = voxel / 12.0
+    offsets = np.arange(-1.5 * voxel, 1.5 * voxel + step / 2, step)
+    bases = center + columns[:, :1] * frame.left + columns[:, 1:2] * frame.anterior
+    along = heights[:, None] + outward * offsets[None, :]
+    samples = bases[:, None, :] + along[..., None] * frame.superior
+    kji = grid.kji_from_ras(samples.reshape(-1, 3)).T
+    profile = ndimage.map_coordinates(image, kji, order=1, mode="nearest").reshape(len(columns), len(offsets))
+    inner = offsets <= 0
+    peak = np.argmax(np.where(inner[None, :], profile, -np.inf), axis=1)
+    inside = profile[np.arange(len(columns)), peak]
+    outside = profile[:, offsets >= voxel].min(axis=1)
+    threshold = (inside + outside) / 2
+    below = (profile < threshold[:, None]) & (np.arange(len(offsets))[None, :] > peak[:, None])
+    first = np.argmax(below, axis=1)
+    usable = below.any(axis=1) & (inside - outside >= min_contrast)
+    rows = np.arange(len(columns))
+    before = np.clip(first - 1, 0, None)
+    fraction = (profile[rows, before] - threshold) / np.maximum(profile[rows, before] - profile[rows, first], 1e-9)
+    edge = offsets[before] + np.clip(fraction, 0.0, 1.0) * step
+    return np.where(usable, heights + outward * edge, heights)
+
+
+def _fit_surface(columns, heights, outward, image, grid, center, frame):
+    """Plane through column heights; with an image its tilt comes from the sub-voxel grey-level edges while
+    its level stays the label's (the edge's halfway level is shifted by a thin bright cortex, the label's
+    majority boundary is not)."""
+    if image is None:
+        return _fit_plane(columns, heights)
+    refined = refine_with_image(image, grid, center, frame, columns, heights, outward)
+    coefficients, rms = _fit_plane(columns, refined)
+    coefficients[0] += float(np.mean(heights - refined))
+    return coefficients, rms
+
+
+def fit_endplates(points: np.ndarray, frame: VertebraFrame, grid: Grid, image: np.ndarray | None = None):
+    """Superior and inferior endplate planes of body points, and the frame refined to the mean normal.
+
+    With ``image`` (CT), column heights are refined to sub-voxel edges (:func:`refine_with_image`)."""
     cell = float(grid.spacing.min())
     center = points.mean(axis=0)
     for _ in range(2):
@@ -174,8 +227,8 @@ def fit_endplates(points: np.ndarray, frame: VertebraFrame, grid: Grid):
         if central.sum() < 6:
             central = np.ones(len(columns), bool)
         half = voxel_extent_along(grid, frame.superior) / 2
-        upper, upper_rms = _fit_plane(columns[central], top[central] + half)
-        lower, lower_rms = _fit_plane(columns[central], bottom[central] - half)
+        upper, upper_rms = _fit_surface(columns[central], top[central] + half, +1.0, image, grid, center, frame)
+        lower, lower_rms = _fit_surface(columns[central], bottom[central] - half, -1.0, image, grid, center, frame)
         middle = columns[central].mean(axis=0)
         superior = _endplate(upper, middle, center, frame, upper_rms, int(central.sum()))
         inferior = _endplate(lower, middle, center, frame, lower_rms, int(central.sum()))
@@ -217,8 +270,23 @@ def body_heights(points: np.ndarray, frame: VertebraFrame, grid: Grid, superior:
     return heights_between(superior, inferior, points.mean(axis=0), frame, back, front), depth, width
 
 
-def vertebral_bodies(labels: np.ndarray, grid: Grid, label_levels: dict[int, str]) -> dict[str, VertebralBody]:
-    """Bodies of every vertebra in ``labels`` (cranial to caudal) with frames, endplates and heights."""
+def body_center(points: np.ndarray, frame: VertebraFrame, grid: Grid, superior: Endplate,
+                inferior: Endplate) -> np.ndarray:
+    """Middle of the body (RAS mm): halfway between its front and back in the mid-sagittal plane (pedicle
+    roots, lateral and posterior, do not shift it as they shift the voxel centroid), halfway between its
+    left and right sides, and halfway between the two endplate planes."""
+    centroid = points.mean(axis=0)
+    back, front, _ = sagittal_extent(points, frame, grid)
+    lateral = _local(points, centroid, frame)[:, 0]
+    middle = centroid + (back + front) / 2 * frame.anterior + (lateral.min() + lateral.max()) / 2 * frame.left
+    between = (plane_offset(superior, middle, frame.superior) + plane_offset(inferior, middle, frame.superior)) / 2
+    return middle + between * frame.superior
+
+
+def vertebral_bodies(labels: np.ndarray, grid: Grid, label_levels: dict[int, str],
+                     image: np.ndarray | None = None) -> dict[str, VertebralBody]:
+    """Bodies of every vertebra in ``labels`` (cranial to caudal) with frames, endplates and heights;
+    with a CT ``image`` the endplates are located to sub-voxel precision from its grey levels."""
     voxels = vertebra_voxels(labels, label_levels)
     positions = {level: grid.ras_from_kji(kji) for level, (_, kji) in voxels.items()}
     frames = spine_frames({level: points.mean(axis=0) for level, points in positions.items()})
@@ -227,12 +295,13 @@ def vertebral_bodies(labels: np.ndarray, grid: Grid, label_levels: dict[int, str
         points = positions[level]
         selection, separated = body_selection(points, points.mean(axis=0), frames[level], float(grid.spacing.min()))
         body = points[selection]
-        superior, inferior, frame = fit_endplates(body, frames[level], grid)
+        superior, inferior, frame = fit_endplates(body, frames[level], grid, image)
         heights, depth, width = body_heights(body, frame, grid, superior, inferior)
         notes = [] if separated else ["no spinal canal found: the whole label is used as the body"]
         truncated = grid.touches_ends(kji)
         if truncated:
             notes.append("cut by the field of view: endplates and heights are not measured")
-        bodies[level] = VertebralBody(level, value, body, kji[selection], frame, body.mean(axis=0), superior, inferior, depth,
+        center = body_center(body, frame, grid, superior, inferior)
+        bodies[level] = VertebralBody(level, value, body, kji[selection], frame, center, superior, inferior, depth,
                                       width, heights, separated, truncated, notes)
     return bodies

@@ -127,7 +127,7 @@ def characterise_labels(image: np.ndarray | None, grid: Grid, label_array: np.nd
                         options: SpineOptions) -> tuple[dict, dict, dict]:
     """Pure computation: (summary, bodies, plugin results) from arrays; no scene involved."""
     levels = _vertebra_levels(class_table)
-    bodies = spine.vertebral_bodies(label_array, grid, levels)
+    bodies = spine.vertebral_bodies(label_array, grid, levels, image)
     if not bodies:
         raise MSDTError("The label map holds no vertebra (names such as 'vertebrae_L1'); nothing to measure. "
                         "Use --label-names to name the labels.")

@@ -25,8 +25,10 @@ class BoneDensityPlugin(SpineStatisticsPlugin):
                                                       "hu_reason": reason}
                 result.rows.append({"level": level, "note": reason})
                 continue
+            # Sphere at the middle of the body (not the centroid of its voxels, which the pedicle roots pull
+            # backwards): a trabecular HU gradient across the body then cancels out.
             value = density.body_density(context.image, context.grid, body.mask(context.grid.shape),
-                                         context.sphere_radius_mm, level=level)
+                                         context.sphere_radius_mm, level=level, center_ras=body.center)
             measured[level] = value
             entry = {"hu_mean": rounded(value.hu_mean, 1), "hu_median": rounded(value.hu_median, 1),
                      "hu_std": rounded(value.hu_std, 1), "hu_sphere_radius_mm": value.radius_mm,

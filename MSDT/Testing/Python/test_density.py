@@ -325,7 +325,9 @@ def test_sample_ct_trabecular_density_against_spine_report(sample_ct):
         assert 8.0 <= ref_mean - ours_mean <= 25.0, (level, ours_mean, ref_mean)  # measured 13.4-20.1
         assert abs(ours_median - ref_median) <= 10.0, (level, ours_median, ref_median)  # measured 5-8
 
-        result = density.body_density(image, grid, body, radius_mm=8.0, cortex_mm=3.0, level=level)
+        # Raw sphere (no focal-sclerosis exclusion), the numbers measured above.
+        result = density.body_density(image, grid, body, radius_mm=8.0, cortex_mm=3.0, level=level,
+                                      exclude_above_hu=None)
         assert result.reason is None and result.note is None and result.radius_mm == 8.0
         assert result.trabecular_hu_mean == pytest.approx(ours_mean)
         assert result.trabecular_n_voxels == trabecular.sum()
@@ -339,11 +341,19 @@ def test_sample_ct_l1_screening_and_table(sample_ct):
     densities = density.body_densities(image, grid, labels, SAMPLE_LEVELS, radius_mm=8.0, cortex_mm=3.0)
     assert [d.level for d in densities] == ["T12", "L1", "L2", "L3", "L4", "L5"]  # cranial to caudal
     l1 = densities[1]
-    assert l1.hu_mean == pytest.approx(134.8, abs=0.1)
-    from_sphere = density.osteoporosis_screen(l1)
+    # L1 holds a bone island (~500-770 HU) beside its centroid: 4 of its sphere voxels exceed 400 HU. Left out,
+    # as a reader placing the ROI would, the mean falls from 134.8 (std 126) to 109.0 HU (std 50).
+    assert l1.hu_mean == pytest.approx(109.0, abs=0.1) and "4 voxel(s) above 400 HU" in l1.note
+    raw = density.body_density(image, grid, labels == 20, 8.0, 3.0, level="L1", exclude_above_hu=None)
+    assert raw.hu_mean == pytest.approx(134.8, abs=0.1) and raw.hu_std > 2 * l1.hu_std
+    assert l1.hu_median == pytest.approx(raw.hu_median, abs=6.0)  # the median barely moves
+    from_sphere = density.osteoporosis_screen(raw)
     from_report = density.osteoporosis_screen(report["vertebrae_L1_intensity"])  # 132.62 HU
     assert from_report["category"] == "indeterminate (osteopenia possible)"
     assert from_sphere["category"] == from_report["category"]
+    # With the island left out the centroid sphere reads 109 HU, just inside "likely osteoporosis" (<= 110):
+    # a borderline case the report shows with its value and reference, not a diagnosis.
+    assert density.osteoporosis_screen(l1)["category"] == "likely osteoporosis"
     assert density.osteoporosis_screen(l1, modality="mr")["category"] is None
 
     table = density.density_table(scene, densities)
