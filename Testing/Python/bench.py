@@ -1,9 +1,12 @@
-"""`make bench`: wall time of the anatomy workflow on the sample CT, as ratios against a baseline measured in
-the same run on the same machine.
+"""`make bench`: wall time of MSDT's workflows as ratios against baselines measured in the same run.
 
-Baseline ("threshold+label"): read the CT with SimpleITK, threshold it at -500 HU and label its connected
-components with scipy: the least work any skin segmentation has to do. The ratio says how many of those the
-full twin costs, so it can be compared across machines. Results go to build/bench/results.json.
+* Anatomy: the full twin against "threshold+label" (read the CT with SimpleITK, threshold at -500 HU, label
+  connected components with scipy), the least any skin segmentation has to do.
+* Spine: the characterisation (bodies, endplates, angles, discs, density) against the anatomy step alone on the
+  same data, on the sample CT and on a 512x512x300 synthetic spine phantom. Target: the characterisation adds
+  less than the segmentation itself (ratio < 1).
+
+Results go to build/bench/results.json and stdout.
 """
 
 from __future__ import annotations
@@ -19,51 +22,86 @@ from pathlib import Path
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "Testing" / "Data" / "totalsegmentator_ct_mr_spine"
-REPEATS = 3
+CT, LABELS = SAMPLE / "example_ct.nii.gz", SAMPLE / "spine_report" / "totalseg.nii.gz"
 
 
-def _median_seconds(function) -> float:
+def _median_seconds(function, repeats: int = 3) -> float:
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def baseline() -> None:
+def threshold_label(path: Path = CT) -> None:
     import SimpleITK as sitk
     from scipy import ndimage
 
-    image = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE / "example_ct.nii.gz")))
-    ndimage.label(image > -500)
+    ndimage.label(sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > -500)
 
 
-def anatomy_twin() -> None:
-    from MSDTLib import io, pipeline
-    from MSDTLib.app import new_scene, shutdown_scene
+def _loaded(image: Path):
+    from MSDTLib import io
+    from MSDTLib.app import new_scene
 
     scene = new_scene()
-    volume = io.load_volume(scene, SAMPLE / "example_ct.nii.gz")
-    pipeline.build_anatomy_twin(scene, volume, SAMPLE / "spine_report" / "totalseg.nii.gz", progress=lambda *_: None)
-    shutdown_scene(scene)
+    return scene, io.load_volume(scene, image)
+
+
+def anatomy(image: Path = CT, labels: Path = LABELS) -> None:
+    from MSDTLib import pipeline
+
+    scene, volume = _loaded(image)
+    pipeline.build_anatomy_twin(scene, volume, labels, progress=lambda *_: None)
+
+
+def spine(image: Path = CT, labels: Path = LABELS, names=None) -> None:
+    from MSDTLib import spineworkflow
+
+    scene, volume = _loaded(image)
+    spineworkflow.characterise_spine(scene, volume, labels, spineworkflow.SpineOptions(label_names=names),
+                                     progress=lambda *_: None)
 
 
 def segment_cli() -> None:
     from MSDTLib import cli
 
     with tempfile.TemporaryDirectory() as out:
-        cli.run_segment(SAMPLE / "example_ct.nii.gz", SAMPLE / "spine_report" / "totalseg.nii.gz", Path(out) / "t")
+        cli.run_segment(CT, LABELS, Path(out) / "t")
+
+
+def _phantom_files(folder: Path):
+    from MSDTLib import phantom
+
+    start = time.perf_counter()
+    ph = phantom.build_spine_phantom(voxel_mm=(0.8, 0.8, 1.0), cobb_deg=25.0, shape=(512, 512, 300), noise_hu=10.0)
+    built = time.perf_counter() - start
+    image, labels = ph.write(folder)
+    names = folder / "names.json"
+    names.write_text(json.dumps({str(k): v for k, v in ph.class_table.items()}))
+    return image, labels, names, built
 
 
 def main() -> int:
-    base = _median_seconds(baseline)
-    results = {"baseline": "threshold+label (SimpleITK read, -500 HU, scipy.ndimage.label)",
-               "baseline_s": round(base, 4), "repeats": REPEATS, "cases": {}}
-    for name, function in (("anatomy_twin (sample CT 122x101x112)", anatomy_twin),
-                           ("msdt segment incl. STL, .mrb, renders", segment_cli)):
-        seconds = _median_seconds(function)
-        results["cases"][name] = {"seconds": round(seconds, 3), "ratio_to_baseline": round(seconds / base, 1)}
+    results = {"machine": f"{os.cpu_count()} cores", "cases": {}}
+    base = _median_seconds(threshold_label)
+    results["baselines"] = {"threshold+label (sample CT)": round(base, 4)}
+    anatomy_s = _median_seconds(anatomy)
+    results["baselines"]["anatomy twin (sample CT)"] = round(anatomy_s, 3)
+    results["cases"]["anatomy twin / threshold+label (sample CT 122x101x112)"] = round(anatomy_s / base, 1)
+    results["cases"]["msdt segment incl. STL, .mrb, renders / threshold+label"] = round(
+        _median_seconds(segment_cli) / base, 1)
+    results["cases"]["spine characterisation / anatomy twin (sample CT)"] = round(_median_seconds(spine) / anatomy_s, 2)
+    with tempfile.TemporaryDirectory() as folder:
+        image, labels, names, built = _phantom_files(Path(folder))
+        results["phantom_build_s (512x512x300)"] = round(built, 1)
+        from MSDTLib import pipeline  # noqa: F401  (import cost outside the timing)
+
+        anatomy_big = _median_seconds(lambda: anatomy(image, None), repeats=1)
+        spine_big = _median_seconds(lambda: spine(image, labels, names), repeats=1)
+        results["baselines"]["anatomy twin (phantom 512x512x300)"] = round(anatomy_big, 2)
+        results["cases"]["spine characterisation / anatomy twin (phantom 512x512x300)"] = round(spine_big / anatomy_big, 2)
     out = ROOT / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
