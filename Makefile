@@ -19,7 +19,7 @@ venv: $(BIN)/msdt
 demo: venv
 	$(BIN)/msdt demo --out $(OUT) > /dev/null
 	@echo "Summary: $(OUT)/summary.json"
-	@echo "Report:  $(abspath $(OUT))/report.html"
+	@echo "Report:  $(abspath $(OUT))/report.html (anatomy), $(abspath $(OUT))/spine/report.html (spine)"
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     spine.add_argument("--sphere-radius-mm", type=float, default=8.0, help="bone-density sphere radius (mm)")
     spine.add_argument("--no-report", action="store_true", help="skip the pictures and report.html")
     spine.add_argument("--out", required=True, type=Path, help="output folder")
-    demo = commands.add_parser("demo", help="run 'segment' on the bundled sample CT and write report.html")
+    demo = commands.add_parser("demo", help="run 'segment' and 'spine' on the bundled sample CT (report.html, "
+                                            "spine/report.html)")
     demo.add_argument("--out", type=Path, default=Path("build/demo"), help="output folder (default build/demo)")
     return parser
 
@@ -172,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             if not image.exists():
                 raise MSDTError(f"The bundled sample is not at '{SAMPLE_DIR}' (run the demo from a source checkout).")
             summary = run_segment(image, labels, args.out, formats="stl,obj")
-            log.info("Report: %s", (args.out / "report.html").resolve())
+            summary["spine"] = run_spine(image, labels, Path(args.out) / "spine")
+            log.info("Anatomy report: %s", (args.out / "report.html").resolve())
+            log.info("Spine report:   %s", (args.out / "spine" / "report.html").resolve())
         elif args.command == "spine":
             summary = run_spine(args.image, args.labels, args.out, args.modality, args.label_names,
                                 args.sphere_radius_mm, not args.no_report)

@@ -129,3 +129,5 @@ def test_demo_with_a_relative_output_folder(tmp_path, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert (tmp_path / "build" / "demo" / "report.html").is_file()
     assert "surfaces/vertebrae_L1.obj" in summary["files"] and summary["vertebrae"]["L5"]["volume_ml"] > 30
+    assert (tmp_path / "build" / "demo" / "spine" / "report.html").is_file()
+    assert summary["spine"]["lordosis_deg"] > 30
