@@ -272,6 +272,23 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGUIState()
         slicer.app.processEvents()
 
+    def _run(self, errorTitle: str, function, *args, **kwargs):
+        """Run ``function`` busy (wait cursor, progress bar); returns (result, True), or (None, False) after
+        reporting the error once the cursor is back (MSDTError plainly, anything else with its traceback)."""
+        result, error, details = None, None, ""
+        self._setBusy(True)
+        try:
+            result = function(*args, **kwargs)
+        except Exception as caught:  # reported below, once the wait cursor is gone
+            error, details = caught, traceback.format_exc()
+            logging.error(details)
+        finally:
+            self._setBusy(False)
+        if error is not None:
+            self._reportError(error, errorTitle, details)
+            return None, False
+        return result, True
+
     def _onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100.0 * min(max(float(fraction), 0.0), 1.0)))
         self.ui.progressBar.format = f"{message} (%p%)"
@@ -321,25 +338,18 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._offerMissingPackage():
             return
         parameterNode = self._parameterNode
-        result, error, details = None, None, ""
-        self._setBusy(True)
-        try:
-            result = self.logic.process(
-                parameterNode.inputVolume,
-                labelMap=parameterNode.labelMap,
-                modality=parameterNode.modality,
-                skinThreshold=MSDTLogic.skinThresholdOrAuto(parameterNode.skinThreshold),
-                boneThresholdHU=parameterNode.boneThresholdHU,
-                useTotalSegmentator=parameterNode.useTotalSegmentator,
-                progress=self._onProgress,
-            )
-        except Exception as caught:  # reported below, once the wait cursor is gone
-            error, details = caught, traceback.format_exc()
-            logging.error(details)
-        finally:
-            self._setBusy(False)
-        if error is not None:
-            self._reportError(error, _("MSDT: cannot build the anatomy twin"), details)
+        result, ok = self._run(
+            _("MSDT: cannot build the anatomy twin"),
+            self.logic.process,
+            parameterNode.inputVolume,
+            labelMap=parameterNode.labelMap,
+            modality=parameterNode.modality,
+            skinThreshold=MSDTLogic.skinThresholdOrAuto(parameterNode.skinThreshold),
+            boneThresholdHU=parameterNode.boneThresholdHU,
+            useTotalSegmentator=parameterNode.useTotalSegmentator,
+            progress=self._onProgress,
+        )
+        if not ok:
             return
 
         parameterNode.outputSegmentation = result.segmentation_node
@@ -355,23 +365,16 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._offerMissingPackage():
             return
         parameterNode = self._parameterNode
-        result, error, details = None, None, ""
-        self._setBusy(True)
-        try:
-            result = self.logic.characteriseSpine(
-                parameterNode.inputVolume,
-                parameterNode.labelMap,
-                modality=parameterNode.modality,
-                sphereRadiusMM=parameterNode.sphereRadiusMM,
-                progress=self._onProgress,
-            )
-        except Exception as caught:  # reported below, once the wait cursor is gone
-            error, details = caught, traceback.format_exc()
-            logging.error(details)
-        finally:
-            self._setBusy(False)
-        if error is not None:
-            self._reportError(error, _("MSDT: cannot characterise the spine"), details)
+        result, ok = self._run(
+            _("MSDT: cannot characterise the spine"),
+            self.logic.characteriseSpine,
+            parameterNode.inputVolume,
+            parameterNode.labelMap,
+            modality=parameterNode.modality,
+            sphereRadiusMM=parameterNode.sphereRadiusMM,
+            progress=self._onProgress,
+        )
+        if not ok:
             return
 
         parameterNode.outputSpineTable = result.tables.get("bodies")
@@ -392,22 +395,15 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 windowTitle=_("MSDT: texture mapping"),
             )
             return
-        textured, error, details = {}, None, ""
-        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        try:
-            textured = self.logic.textureSurfaces(
-                parameterNode.inputVolume,
-                parameterNode.outputSkinModel,
-                segmentation=parameterNode.outputSegmentation,
-                vertebraeModel=parameterNode.outputVertebraeModel,
-            )
-        except Exception as caught:  # reported below, once the wait cursor is gone
-            error, details = caught, traceback.format_exc()
-            logging.error(details)
-        finally:
-            qt.QApplication.restoreOverrideCursor()
-        if error is not None:
-            self._reportError(error, _("MSDT: texture mapping failed"), details)
+        textured, ok = self._run(
+            _("MSDT: texture mapping failed"),
+            self.logic.textureSurfaces,
+            parameterNode.inputVolume,
+            parameterNode.outputSkinModel,
+            segmentation=parameterNode.outputSegmentation,
+            vertebraeModel=parameterNode.outputVertebraeModel,
+        )
+        if not ok:
             return
         if "vertebrae" in textured:
             parameterNode.outputVertebraeModel = textured["vertebrae"][0]
@@ -419,22 +415,15 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExportButton(self) -> None:
         """Write the segments of the last result as surface files."""
         parameterNode = self._parameterNode
-        paths, error, details = [], None, ""
-        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        try:
-            paths = self.logic.exportSegments(
-                parameterNode.outputSegmentation,
-                parameterNode.exportDirectory,
-                fileFormat=parameterNode.exportFormat,
-                coordinateSystem=parameterNode.exportCoordinateSystem,
-            )
-        except Exception as caught:  # reported below, once the wait cursor is gone
-            error, details = caught, traceback.format_exc()
-            logging.error(details)
-        finally:
-            qt.QApplication.restoreOverrideCursor()
-        if error is not None:
-            self._reportError(error, _("MSDT: export failed"), details)
+        paths, ok = self._run(
+            _("MSDT: export failed"),
+            self.logic.exportSegments,
+            parameterNode.outputSegmentation,
+            parameterNode.exportDirectory,
+            fileFormat=parameterNode.exportFormat,
+            coordinateSystem=parameterNode.exportCoordinateSystem,
+        )
+        if not ok:
             return
         slicer.util.infoDisplay(
             _("Wrote {count} file(s) to {directory}").format(
