@@ -4,6 +4,7 @@ JSON summary on stdout (logs go to stderr). Bad input exits with code 2 and writ
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import shutil
@@ -17,6 +18,8 @@ from .tissue import CT_BONE_THRESHOLD_HU
 
 log = logging.getLogger("msdt")
 EXIT_BAD_INPUT = 2
+# Other Libs add their subcommands through ``add_commands(subparsers)``; each sets ``handler`` (args -> summary).
+EXTENSION_COMMANDS = ("MSDTFusionLib.commands",)
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "Testing" / "Data" / "totalsegmentator_ct_mr_spine"
 
 
@@ -53,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run 'segment' and 'spine' on the bundled sample CT (report.html, "
                                             "spine/report.html)")
     demo.add_argument("--out", type=Path, default=Path("build/demo"), help="output folder (default build/demo)")
+    for name in EXTENSION_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:  # an optional Lib (or its dependency) is not installed
+            log.debug("msdt: %s not available (%s)", name, error)
+            continue
+        module.add_commands(commands)
     return parser
 
 
@@ -176,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["spine"] = run_spine(image, labels, Path(args.out) / "spine")
             log.info("Anatomy report: %s", (args.out / "report.html").resolve())
             log.info("Spine report:   %s", (args.out / "spine" / "report.html").resolve())
+        elif hasattr(args, "handler"):
+            summary = args.handler(args)
         elif args.command == "spine":
             summary = run_spine(args.image, args.labels, args.out, args.modality, args.label_names,
                                 args.sphere_radius_mm, not args.no_report)
