@@ -14,19 +14,21 @@ LANDMARK_COLORS = {"centroid": (0.1, 0.3, 0.9), "spinous": (0.85, 0.1, 0.1),
                    "transverse_left": (0.1, 0.65, 0.2), "transverse_right": (0.95, 0.6, 0.05)}
 
 
+def vertebra_segments(result) -> dict[str, str]:
+    """Level -> segment name of every single-vertebra segment of the twin's structures (cranial first)."""
+    segmentation = result.structures_segmentation
+    names = io.segment_names(segmentation) if segmentation is not None else []
+    found = {labels.vertebra_level(name): name for name in names if labels.vertebra_level(name)}
+    return dict(sorted(found.items(), key=lambda item: labels.VERTEBRA_ORDER[item[0]]))
+
+
 def _structure_surfaces(result, render) -> list:
     items = [render.Surface(result.skin_model_node.GetPolyData(), labels.segment_color("skin"), 0.25, "skin")]
-    segmentation = result.structures_segmentation
-    if segmentation is not None:
-        for vertebra in result.vertebrae:
-            name = labels.CLASS_TABLES["total"].get(vertebra.label) or vertebra.level
-            name = name if segmentation.GetSegmentation().GetSegmentIdBySegmentName(name) else None
-            for candidate in (name, f"vertebrae_{vertebra.level}", vertebra.level):
-                if candidate and segmentation.GetSegmentation().GetSegmentIdBySegmentName(candidate):
-                    polydata = surfaces.segment_polydata(segmentation, candidate)
-                    items.append(render.Surface(polydata, labels.segment_color(vertebra.level), 1.0, vertebra.level))
-                    break
-    elif result.bone_segmentation is not None:
+    segments = vertebra_segments(result)
+    for level, name in segments.items():
+        polydata = surfaces.segment_polydata(result.structures_segmentation, name)
+        items.append(render.Surface(polydata, labels.segment_color(level), 1.0, level))
+    if not segments and result.bone_segmentation is not None:
         items.append(render.Surface(surfaces.segment_polydata(result.bone_segmentation, "bone"),
                                     labels.segment_color("bone"), 1.0, "bone"))
     return items
@@ -44,11 +46,10 @@ def _vertebra_label_array(result) -> tuple[np.ndarray | None, dict]:
     volume = result.volume_node
     array = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.int32)
     colors = {}
-    names = io.segment_names(result.structures_segmentation)
+    segments = vertebra_segments(result)
     for vertebra in result.vertebrae:
-        matching = [n for n in names if labels.vertebra_level(n) == vertebra.level]
-        if matching:
-            array[io.segment_array(result.structures_segmentation, matching[0], volume)] = vertebra.label
+        if vertebra.level in segments:
+            array[io.segment_array(result.structures_segmentation, segments[vertebra.level], volume)] = vertebra.label
             colors[vertebra.label] = labels.segment_color(vertebra.level)
     return array, colors
 
@@ -88,11 +89,8 @@ def _vertebrae_polydata(result):
     import vtk
 
     append = vtk.vtkAppendPolyData()
-    segmentation = result.structures_segmentation
-    names = io.segment_names(segmentation) if segmentation is not None else []
-    for name in names:
-        if labels.vertebra_level(name):
-            append.AddInputData(surfaces.segment_polydata(segmentation, name))
+    for name in vertebra_segments(result).values():
+        append.AddInputData(surfaces.segment_polydata(result.structures_segmentation, name))
     if append.GetNumberOfInputConnections(0) == 0:
         if result.bone_segmentation is None:
             return None
