@@ -7,13 +7,11 @@ import argparse
 import importlib
 import json
 import logging
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import MSDTError
+from .outputs import staged_output
 from .tissue import CT_BONE_THRESHOLD_HU
 
 log = logging.getLogger("msdt")
@@ -64,25 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.add_commands(commands)
     return parser
-
-
-@contextmanager
-def staged_output(out: Path):
-    """Yield a staging folder beside ``out``; on success its content replaces ``out``'s, on error it is
-    deleted, so a failed command leaves nothing behind and never a partial scene."""
-    out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".msdt-staging-", dir=out.parent))
-    try:
-        yield staging
-        out.mkdir(parents=True, exist_ok=True)
-        for item in staging.iterdir():
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            shutil.move(str(item), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _finish(summary: dict, staging: Path, written: list[Path]) -> dict:
