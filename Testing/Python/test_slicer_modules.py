@@ -851,3 +851,471 @@ def png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("path", [ROOT / "MSDT.png"] + [module_icon(m) for m in MODULES], ids=lambda p: p.name)
 def test_icons_are_128px_png(path):
     assert png_size(path) == ICON_SIZE
+
+
+# ==============================================================================================================
+# MSDTFusion: markerless registration and OpenIGTLink panel, and its Logic against the real library, headless
+# (this section only concerns MSDTFusion; it shares nothing with the MSDT tests above but the helpers)
+# ==============================================================================================================
+
+PLUS_SWEEP = ROOT / "Testing" / "Data" / "plus_tracked_ultrasound" / "SpinePhantomFreehand.igs.mha"
+
+# Widgets the Fusion panel must have: objectName -> accepted declared classes.
+FUSION_WIDGETS = {
+    "fixedModelSelector": {"qMRMLNodeComboBox"},
+    "movingModelSelector": {"qMRMLNodeComboBox"},
+    "movingCloudPathLineEdit": {"ctkPathLineEdit"},
+    "fixedLandmarksSelector": {"qMRMLNodeComboBox"},
+    "movingLandmarksSelector": {"qMRMLNodeComboBox"},
+    "outputTransformSelector": {"qMRMLNodeComboBox"},
+    "registerButton": {"QPushButton"},
+    "registrationResultLabel": {"QLabel"},
+    "hostLineEdit": {"QLineEdit"},
+    "portSpinBox": {"QSpinBox"},
+    "referenceToMriSelector": {"qMRMLNodeComboBox"},
+    "connectButton": {"QPushButton"},
+    "igtStatusLabel": {"QLabel"},
+    "recordButton": {"QPushButton"},
+    "recordingDirectoryButton": {"ctkDirectoryButton"},
+    "saveRecordingButton": {"QPushButton"},
+}
+FUSION_SECTIONS = ["Markerless registration", "OpenIGTLink"]
+FUSION_NODE_TYPES = {
+    "fixedModelSelector": (["vtkMRMLModelNode"], None),
+    "movingModelSelector": (["vtkMRMLModelNode"], "true"),
+    "fixedLandmarksSelector": (["vtkMRMLMarkupsFiducialNode"], "true"),
+    "movingLandmarksSelector": (["vtkMRMLMarkupsFiducialNode"], "true"),
+    "outputTransformSelector": (["vtkMRMLLinearTransformNode"], "true"),
+    "referenceToMriSelector": (["vtkMRMLLinearTransformNode"], "true"),
+}
+
+
+def test_fusion_ui_has_the_registration_and_igt_widgets(qt):
+    _, _, QtWidgets = qt
+    ui_root = ET.parse(module_ui("MSDTFusion")).getroot()
+    declared = ui_widget_classes(ui_root)
+    for name, classes in FUSION_WIDGETS.items():
+        assert declared.get(name) in classes, f"{name}: declared {declared.get(name)}, expected one of {classes}"
+    # Every one of these widgets is driven by the module script or bound to its parameter node.
+    used = ui_names_used(module_script("MSDTFusion").read_text(encoding="utf-8"))
+    bound = parameter_names_in_ui(ui_root)
+    assert set(FUSION_WIDGETS) <= used | set(bound), sorted(set(FUSION_WIDGETS) - used - set(bound))
+    assert bound == {
+        "fixedModelSelector": "fixedModel",
+        "movingModelSelector": "movingModel",
+        "fixedLandmarksSelector": "fixedLandmarks",
+        "movingLandmarksSelector": "movingLandmarks",
+        "outputTransformSelector": "outputTransform",
+        "hostLineEdit": "host",
+        "portSpinBox": "port",
+        "referenceToMriSelector": "referenceToMri",
+        "recordingDirectoryButton": "recordingDirectory",
+    }
+
+    sections = [
+        b.findtext("property[@name='text']/string")
+        for b in ui_root.iter("widget")
+        if b.get("class") == "ctkCollapsibleButton"
+    ]
+    assert sections == FUSION_SECTIONS
+
+    def prop(name, key):
+        widget = next(w for w in ui_root.iter("widget") if w.get("name") == name)
+        return widget.find(f"property[@name='{key}']")
+
+    for name, (types, none_enabled) in FUSION_NODE_TYPES.items():
+        assert [s.text for s in prop(name, "nodeTypes").iter("string")] == types, name
+        if none_enabled is not None:
+            assert prop(name, "noneEnabled").findtext("bool") == none_enabled, name
+    # Every node selector gets the scene from the top widget.
+    receivers = {c.findtext("receiver") for c in ui_root.iter("connection")}
+    assert set(FUSION_NODE_TYPES) <= receivers
+
+    widget, problems = load_ui(qt, module_ui("MSDTFusion"))
+    assert problems == []
+    assert widget.findChild(QtWidgets.QLineEdit, "hostLineEdit").text() == "127.0.0.1"
+    port = widget.findChild(QtWidgets.QSpinBox, "portSpinBox")
+    assert (port.minimum(), port.maximum(), port.value()) == (1, 65535, 18944)
+    for name in ("connectButton", "recordButton"):
+        assert widget.findChild(QtWidgets.QPushButton, name).isCheckable(), name
+    for name in ("registerButton", "recordButton", "saveRecordingButton"):
+        assert not widget.findChild(QtWidgets.QPushButton, name).isEnabled(), name
+    for name in ("registrationResultLabel", "igtStatusLabel"):
+        assert widget.findChild(QtWidgets.QLabel, name).wordWrap(), name
+    widget.deleteLater()
+
+
+@pytest.fixture
+def fusion_module(monkeypatch):
+    """MSDTFusion/MSDTFusion.py imported outside Slicer: the GUI-only imports (qt, ScriptedLoadableModule, i18n,
+    parameterNodeWrapper, markups wrapping, VTKObservationMixin) are inert stand-ins; MRML and the Libs are real."""
+    import importlib.util
+    import sys
+    import types
+
+    import slicer
+    import slicer.util
+
+    def inert(name):
+        return type(name, (), {"__init__": lambda self, *args, **kwargs: None})
+
+    def stub(name, **attributes):
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+
+    stub("qt")
+    stub("ctk")
+    stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
+    stub(
+        "slicer.parameterNodeWrapper",
+        parameterNodeWrapper=lambda cls: cls,
+        Choice=inert("Choice"),
+        Default=inert("Default"),
+        WithinRange=inert("WithinRange"),
+    )
+    stub(
+        "slicer.ScriptedLoadableModule",
+        ScriptedLoadableModule=inert("ScriptedLoadableModule"),
+        ScriptedLoadableModuleWidget=inert("ScriptedLoadableModuleWidget"),
+        ScriptedLoadableModuleLogic=inert("ScriptedLoadableModuleLogic"),
+        ScriptedLoadableModuleTest=inert("ScriptedLoadableModuleTest"),
+    )
+    stub("vtkSlicerMarkupsModuleMRMLPython", vtkMRMLMarkupsFiducialNode=slicer.vtkMRMLMarkupsFiducialNode)
+    monkeypatch.setattr(slicer.util, "VTKObservationMixin", inert("VTKObservationMixin"), raising=False)
+    monkeypatch.syspath_prepend(str(ROOT / "MSDT"))
+    monkeypatch.syspath_prepend(str(ROOT / "MSDTFusion"))
+
+    spec = importlib.util.spec_from_file_location("MSDTFusion_slicer_module_under_test", module_script("MSDTFusion"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fusion_rigid(angle_deg, axis, translation):
+    import numpy as np
+
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    angle = np.radians(angle_deg)
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * k @ k
+    matrix[:3, 3] = translation
+    return matrix
+
+
+def _fusion_apply(matrix, points):
+    import numpy as np
+
+    return np.asarray(points, float) @ np.asarray(matrix)[:3, :3].T + np.asarray(matrix)[:3, 3]
+
+
+def _fusion_posterior_cloud(polydata, count=6000, seed=0):
+    """Points of the skin that face backwards (outward normal towards -A), as a camera behind the patient sees."""
+    import numpy as np
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    normals = vtk.vtkPolyDataNormals()
+    normals.SetInputData(polydata)
+    normals.ComputePointNormalsOn()
+    normals.SplittingOff()
+    normals.ConsistencyOn()
+    normals.Update()
+    output = normals.GetOutput()
+    points = vtk_to_numpy(output.GetPoints().GetData()).astype(float)
+    vectors = vtk_to_numpy(output.GetPointData().GetNormals()).astype(float)
+    if np.mean(np.einsum("ij,ij->i", vectors, points - points.mean(axis=0))) < 0:
+        vectors = -vectors  # make them point outwards
+    posterior = points[vectors[:, 1] < -0.5]
+    return posterior[np.random.default_rng(seed).choice(len(posterior), min(count, len(posterior)), replace=False)]
+
+
+def test_fusion_logic_registers_the_ct_skin_headless(fusion_module, ct_twin, tmp_path):
+    """registerSurface on the sample CT's skin: a posterior partial cloud moved by a known rigid transform comes
+    back within 1 mm / 0.5 deg, with a CameraToMRI transform, the cloud under it and the TRE of the landmarks."""
+    import numpy as np
+    import slicer
+    import vtk
+
+    from MSDTFusionLib import pointclouds, registration
+    from MSDTLib.app import new_scene, shutdown_scene
+    from MSDTLib.errors import MSDTError
+
+    logic = fusion_module.MSDTFusionLogic()
+    _, twin = ct_twin
+    surface = vtk.vtkPolyData()
+    surface.DeepCopy(twin.skin_model_node.GetPolyData())
+    skin_points = _fusion_posterior_cloud(surface)
+    camera_from_skin = _fusion_rigid(20.0, (0.4, -0.3, 0.85), (30.0, -40.0, 25.0))
+    cloud = _fusion_apply(camera_from_skin, skin_points)
+    truth = np.linalg.inv(camera_from_skin)
+
+    scene = new_scene()
+    try:
+        skin = scene.AddNewNodeByClass("vtkMRMLModelNode", "Skin")
+        skin.SetAndObservePolyData(surface)
+        # Landmarks inside the body (as vertebral centroids would be), never used by the registration itself.
+        centre = skin_points.mean(axis=0)
+        targets = centre + np.array([[0.0, 60.0, -80.0], [10.0, 70.0, 0.0], [-5.0, 65.0, 90.0]])
+        fixed_landmarks = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Skin landmarks")
+        moving_landmarks = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Camera landmarks")
+        for index, (target, moved) in enumerate(zip(targets, _fusion_apply(camera_from_skin, targets), strict=True)):
+            fixed_landmarks.AddControlPoint(vtk.vtkVector3d(*target), f"T{index + 1}")
+            moving_landmarks.AddControlPoint(vtk.vtkVector3d(*moved), f"T{index + 1}")
+
+        # Missing or half-given inputs are refused and leave the scene as it was.
+        nodes_before = scene.GetNumberOfNodes()
+        for bad in (
+            dict(fixedModel=None, movingPoints=cloud),
+            dict(fixedModel=skin, movingPoints=None),
+            dict(fixedModel=skin, movingPoints=cloud, fixedLandmarks=fixed_landmarks),
+        ):
+            with pytest.raises(MSDTError):
+                logic.registerSurface(scene=scene, **bad)
+        with pytest.raises(MSDTError):
+            logic.movingPoints(None, "")
+        assert scene.GetNumberOfNodes() == nodes_before
+
+        result, nodes, tre = logic.registerSurface(
+            skin, cloud, fixedLandmarks=fixed_landmarks, movingLandmarks=moving_landmarks, scene=scene
+        )
+        assert result.converged and result.reliable, result.message
+        assert registration.rotation_angle_deg(result.matrix, truth) < 0.5
+        assert np.abs(_fusion_apply(result.matrix, cloud) - skin_points).max() < 1.0
+        assert np.abs(result.matrix[:3, 3] - truth[:3, 3]).max() < 1.0
+
+        transform = nodes["transform"]
+        assert transform.IsA("vtkMRMLLinearTransformNode") and transform.GetName() == "CameraToMRI"
+        assert scene.IsNodePresent(transform)
+        np.testing.assert_allclose(slicer.util.arrayFromTransformMatrix(transform), result.matrix, atol=1e-6)
+        moving = nodes["moving"]
+        assert moving.IsA("vtkMRMLModelNode") and scene.IsNodePresent(moving)
+        assert moving.GetPolyData().GetNumberOfPoints() == len(cloud)
+        assert moving.GetTransformNodeID() == transform.GetID()
+        assert nodes["fixed"] is skin and scene.GetFirstNodeByName("Skin surface (fixed)") is None
+        # The cloud model is the camera cloud again, in its own frame.
+        np.testing.assert_allclose(logic.movingPoints(moving), cloud, atol=1e-9)
+
+        assert tre is not None and tre["count"] == 3 and tre["max_mm"] < 1.0
+        text = logic.resultText(result, tre)
+        assert text.startswith("Registered: RMS ") and "converged: yes" in text and "Reliable" in text
+        assert "TRE over 3 landmark(s)" in text and "ambiguous" not in text
+
+        # A chosen output transform receives the matrix (the start from the last result keeps this quick); the
+        # file of a cloud wins over the model.
+        path = pointclouds.write_point_cloud(tmp_path / "camera.xyz", cloud)
+        from_file = logic.movingPoints(skin, str(path))
+        np.testing.assert_allclose(from_file, cloud, atol=1e-5)
+        chosen = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Chosen")
+        again, again_nodes, again_tre = logic.registerSurface(
+            skin,
+            from_file,
+            scene=scene,
+            outputTransform=chosen,
+            options=registration.RegistrationOptions(initial_matrix=result.matrix),
+        )
+        assert again_tre is None and again.converged
+        assert again_nodes["transform"] is chosen and scene.IsNodePresent(again_nodes["moving"])
+        assert again_nodes["moving"].GetTransformNodeID() == chosen.GetID()
+        np.testing.assert_allclose(slicer.util.arrayFromTransformMatrix(chosen), again.matrix, atol=1e-6)
+        assert chosen.GetAttribute("MSDT.converged") == "True"
+    finally:
+        shutdown_scene(scene)
+
+
+def test_fusion_result_text_in_plain_words(fusion_module):
+    import numpy as np
+
+    from MSDTFusionLib.registration import RegistrationResult
+
+    text_of = fusion_module.MSDTFusionLogic.resultText
+
+    def result(converged=True, message="Registered", **uncertainty):
+        return RegistrationResult(
+            matrix=np.eye(4),
+            rms_mm=0.834,
+            inlier_fraction=0.951,
+            overlap=0.987,
+            converged=converged,
+            uncertainty={"ambiguous": False, "degenerate": False, "second_best": None, **uncertainty},
+            seconds=0.4,
+            iterations=12,
+            message=message,
+        )
+
+    good = text_of(
+        result(translation_sd_mm=[0.1, 0.12, 0.3], rotation_sd_deg=[0.05, 0.02, 0.04]),
+        tre={"count": 2, "mean_mm": 1.234, "max_mm": 1.5, "worst": "L1"},
+    )
+    assert good.splitlines() == [
+        "Registered: RMS 0.83 mm, inliers 95 %, overlap 99 %, converged: yes.",
+        "Reliable: one clear pose, constrained in every direction.",
+        "Pose SD: translation R-L 0.10, A-P 0.12, S-I 0.30 mm; rotation R-L 0.05, A-P 0.02, S-I 0.04°.",
+        "TRE over 2 landmark(s): mean 1.23 mm, max 1.50 mm (worst: L1).",
+    ]
+
+    ambiguous = text_of(
+        result(ambiguous=True, second_best={"rotation_deg": 179.6, "translation_mm": 12.2, "score_ratio": 1.01})
+    )
+    assert "Reliable" not in ambiguous
+    assert "Warning, ambiguous: another pose (180° and 12 mm away) fits the skin almost as well" in ambiguous
+
+    weak = text_of(result(degenerate=True, weakest_direction={"kind": "translation", "axis": "S-I"}))
+    assert "Warning, weakly constrained: the surface hardly fixes the translation along S-I" in weak
+
+    failed = text_of(
+        result(
+            converged=False,
+            message="Registration failed: RMS 4.00 mm; only 20 % of the cloud lies within 10 mm of the surface",
+        )
+    )
+    assert failed.startswith("Registration failed: RMS 0.83 mm") and "converged: no" in failed
+    assert "do not use this transform. Why: only 20 % of the cloud lies within 10 mm of the surface." in failed
+    assert text_of(None) == ""
+
+
+def test_fusion_status_text(fusion_module):
+    status_of = fusion_module.MSDTFusionLogic.statusText
+    assert status_of(None) == "Not connected."
+    statistics = {
+        "status": "connected to 127.0.0.1:18944",
+        "connected": True,
+        "reconnects": 2,
+        "errors": 0,
+        "last_error": None,
+        "received": 630,
+        "dropped": 3,
+        "image_fps": 29.968,
+        "latency_median_ms": 1.249,
+        "devices": {"Image_Image": {"type": "IMAGE", "fps": 29.968}},
+    }
+    assert status_of(statistics) == (
+        "Connected to 127.0.0.1:18944\n"
+        "Image 30.0 fps, latency 1.2 ms (median), 3 dropped, 2 reconnect(s), 630 message(s)"
+    )
+    tracking_only = dict(
+        statistics,
+        status="waiting for 10.0.0.2:18944 (retry in 0.4 s)",
+        image_fps=None,
+        latency_median_ms=None,
+        errors=1,
+        last_error="CRC mismatch in TRANSFORM message 'ProbeToTracker'",
+        devices={"ProbeToTracker": {"type": "TRANSFORM", "fps": 59.9}, "StylusToTracker": {"fps": None}},
+    )
+    assert status_of(tracking_only, recordedFrames=42) == (
+        "Waiting for 10.0.0.2:18944 (retry in 0.4 s)\n"
+        "Tracking 59.9 fps, latency n/a, 3 dropped, 2 reconnect(s), 630 message(s), "
+        "1 error(s), last: CRC mismatch in TRANSFORM message 'ProbeToTracker', recorded 42 frame(s)"
+    )
+    nothing_yet = status_of({"status": "connecting to 127.0.0.1:18944", "devices": {}})
+    assert nothing_yet == (
+        "Connecting to 127.0.0.1:18944\nNo frame rate yet, latency n/a, 0 dropped, 0 reconnect(s), 0 message(s)"
+    )
+
+
+def test_fusion_logic_receives_and_records_openigtlink(fusion_module, tmp_path):
+    """connect / processPending / record / save / disconnect against the PLUS replay simulator on a free port."""
+    import time
+
+    import slicer
+
+    from MSDTFusionLib.igt import free_port
+    from MSDTFusionLib.igtsim import IgtSimulator
+    from MSDTLib.app import new_scene, shutdown_scene
+    from MSDTLib.errors import MSDTError
+
+    logic = fusion_module.MSDTFusionLogic()
+    scene = new_scene()
+    simulator = None
+
+    def pump(seconds, until=lambda: False):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            logic.processPending()
+            time.sleep(0.02)  # like the widget's timer
+
+    try:
+        assert logic.processPending() == 0 and logic.statistics() is None and not logic.isConnected()
+        for host, port in (("", 18944), ("127.0.0.1", 0), ("127.0.0.1", "port")):
+            with pytest.raises(MSDTError):
+                logic.connect(host, port, scene=scene)
+        with pytest.raises(MSDTError):
+            logic.startRecording()
+
+        port = free_port()
+        simulator = IgtSimulator(PLUS_SWEEP, port, fps=30, loop=True).start()
+        camera_to_mri = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "CameraToMRI")
+        logic.connect("127.0.0.1", port, camera_to_mri, scene=scene, retry_interval=0.02)
+        assert logic.isConnected()
+
+        def arrived():
+            image = scene.GetFirstNodeByName("Image_Image")
+            probe = scene.GetFirstNodeByName("ProbeToTracker")
+            return image is not None and probe is not None
+
+        pump(1.0)
+        pump(10.0, arrived)  # a slow machine gets more time
+        image = scene.GetFirstNodeByName("Image_Image")
+        probe = scene.GetFirstNodeByName("ProbeToTracker")
+        assert image is not None and image.IsA("vtkMRMLScalarVolumeNode")
+        assert slicer.util.arrayFromVolume(image).size > 0
+        assert probe is not None and probe.IsA("vtkMRMLLinearTransformNode")
+        # The PLUS chain hangs under the Reference-to-MRI transform.
+        assert scene.GetFirstNodeByName("TrackerToReference").GetTransformNodeID() == camera_to_mri.GetID()
+        statistics = logic.statistics()
+        assert statistics["connected"] and statistics["received"] > 0
+        assert logic.statusText(statistics).startswith(f"Connected to 127.0.0.1:{port}\n")
+
+        other = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "OtherToMRI")
+        logic.setReferenceToMri(other)
+        assert scene.GetFirstNodeByName("TrackerToReference").GetTransformNodeID() == other.GetID()
+
+        logic.startRecording()
+        assert logic.isRecording()
+        pump(10.0, lambda: logic.recordedFrames() >= 3)
+        logic.stopRecording()
+        assert not logic.isRecording() and logic.recordedFrames() >= 3
+        with pytest.raises(MSDTError):
+            logic.saveRecording("")
+        written = logic.saveRecording(tmp_path / "recording")
+        assert written["mrb"].is_file() and written["seq_nrrd"] and all(p.is_file() for p in written["seq_nrrd"])
+
+        logic.disconnect()
+        assert not logic.isConnected() and logic.processPending() == 0
+        assert logic.statistics()["status"] == "stopped"
+        assert logic.statusText(logic.statistics()).startswith("Stopped\n")
+        logic.disconnect()  # twice is harmless
+    finally:
+        logic.disconnect()
+        if simulator is not None:
+            simulator.stop()
+        shutdown_scene(scene)
+
+
+def test_fusion_self_test_runs_headless(fusion_module, monkeypatch):
+    """The module's own self-test (synthetic back and sphere registrations, status line), run as Slicer runs it
+    but on a headless scene, so that a broken self-test is noticed without Slicer."""
+    import unittest
+
+    import slicer
+
+    from MSDTLib.app import new_scene, shutdown_scene
+
+    scene = new_scene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    messages = []
+
+    class SelfTest(unittest.TestCase, fusion_module.MSDTFusionTest):
+        setUp = fusion_module.MSDTFusionTest.setUp
+
+        def delayDisplay(self, message, msec=None):
+            messages.append(message)
+
+    try:
+        SelfTest("runTest").runTest()
+    finally:
+        shutdown_scene(scene)
+    assert messages[-1] == "Test passed"
+    assert any("Reliable" in message for message in messages)
+    assert any("weakly constrained" in message for message in messages)
