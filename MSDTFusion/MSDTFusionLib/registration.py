@@ -3,17 +3,20 @@
 :func:`register_cloud_to_surface` finds the rigid transform (moving camera points -> fixed RAS mm) with no
 manual start:
 
-1. Global search. The moving cloud's centroid and thin (viewing) axis are computed once. For every rotation
-   of a quasi-uniform set covering SO(3) (super-Fibonacci spiral, Alexa 2022) and each of the two sides the
-   cloud could face, the centroid is placed at the centroid of the fixed skin that faces the same way (what a
-   camera looking from there would see). All starts are refined together by a few robust ICP iterations on a
-   small subsample against a coarse copy of the surface and scored by a trimmed surface distance.
-2. The best few *distinct* poses are refined on the dense surface and compared on the same points: the best
-   one is polished by trimmed point-to-plane ICP until the update is negligible; the runner-up is kept to
-   flag ambiguous solutions (e.g. head-to-foot flips of a nearly symmetric back).
-3. Quality: RMS, inlier fraction, overlap (fraction of moving points near the surface), and the uncertainty
-   of the pose from the point-to-plane Hessian, sigma^2 (J^T J)^-1, whose weakest direction shows sliding
-   along the body axis. A cloud that does not fit (no overlap) is reported as not converged.
+1. Global search. The moving cloud's centroid, thin (viewing) axis and in-plane extent are computed once.
+   For every rotation of a quasi-uniform set covering SO(3) (super-Fibonacci spirals, Alexa 2022) and each
+   of the two sides the cloud could face, the centroid is placed at the centroid of the fixed skin that
+   faces the same way (what a camera looking from there would see); when that skin is larger than the
+   cloud (a partial view) starts shifted along it are added. All starts run a few robust ICP iterations
+   together on a small subsample against a coarse copy of the surface (nearest samples from a look-up
+   grid) and are scored by a trimmed surface distance; a cheap first round prunes them when there are many.
+2. The best few *distinct* poses are refined on the dense surface and compared on the same points. The best
+   is polished by point-to-plane ICP (trimmed, robust 3 sigma gate) until the update is negligible; the
+   runner-up flags ambiguous solutions (e.g. head-to-foot flips of a nearly symmetric back).
+3. Quality: RMS, inlier fraction, overlap (fraction of moving points within ``inlier_distance_mm`` of the
+   surface), the RMS relative to the cloud's own noise, and the pose uncertainty from the point-to-plane
+   Hessian, sigma^2 (J^T J)^-1, with its condition number and weakest direction (sliding). A cloud that does
+   not fit (low overlap, RMS far above its noise) is reported with ``converged`` False and a message.
 
 Everything is in RAS millimetres; matrices are 4x4 homogeneous, applied to column vectors (x' = M x).
 """
@@ -48,6 +51,7 @@ class RegistrationOptions:
     candidate_points: int = 600
     candidate_iterations: int = 15
     max_points: int = 8000              # moving points of the final ICP (random subsample)
+    max_cloud_points: int = 30000       # larger clouds are randomly subsampled first (quality measures too)
     max_iterations: int = 60
     trim_fraction: float = 0.85         # correspondences kept by the trimmed ICP (global and candidate stages)
     final_trim_fraction: float = 0.95   # ... by the final ICP, which also drops those beyond a robust 3 sigma
@@ -56,7 +60,7 @@ class RegistrationOptions:
     min_overlap: float = 0.6            # below this the registration is reported as failed
     coarse_spacing_mm: float = 6.0      # fixed surface resampling (and look-up grid) for the global search
     search_margin_mm: float = 150.0     # look-up grid margin around the fixed surface
-    fixed_spacing_mm: float = 2.0       # ... and for the fine stages
+    fixed_spacing_mm: float = 2.0       # fixed surface resampling for the fine stages
     tolerance_mm: float = 2e-3          # stop when the update moves no point more than this
     ambiguity_ratio: float = 0.05       # runner-up within 5 % of the best score -> ambiguous
     distinct_rotation_deg: float = 10.0
@@ -73,7 +77,18 @@ class RegistrationOptions:
 
 @dataclass
 class RegistrationResult:
-    """A rigid moving -> fixed transform and how much to trust it."""
+    """A rigid moving -> fixed transform and how much to trust it.
+
+    ``matrix``: 4x4 moving -> fixed (RAS mm). ``rms_mm``: RMS surface distance of the inliers (points within
+    ``inlier_threshold_mm``, a robust 3 sigma of the residuals capped at ``inlier_distance_mm``).
+    ``inlier_fraction``: their share of the cloud. ``overlap``: share of the cloud within
+    ``inlier_distance_mm`` of the surface. ``converged``: the final ICP settled, the overlap reached
+    ``min_overlap`` and the RMS is not far above the cloud's own noise. ``uncertainty``: per-axis
+    translation (mm) and rotation (deg, about ``centre_mm``) standard deviations, ``covariance``,
+    ``condition_number``, ``weakest_direction``, ``degenerate``, ``ambiguous`` and ``second_best``,
+    ``cloud_noise_mm``, ``fit_ratio``, ``poor_fit``. ``iterations``: of the final ICP. ``candidates``: the
+    distinct poses compared after the global search, best first.
+    """
 
     matrix: np.ndarray
     rms_mm: float
@@ -90,7 +105,7 @@ class RegistrationResult:
 
     @property
     def reliable(self) -> bool:
-        """Converged, not ambiguous and with no unconstrained direction."""
+        """Converged, not ambiguous and with no weakly constrained direction."""
         return bool(self.converged and not self.uncertainty.get("ambiguous", False)
                     and not self.uncertainty.get("degenerate", False))
 
@@ -619,6 +634,8 @@ def register_cloud_to_surface(moving_points, fixed, fixed_normals=None,
         raise MSDTError(f"The moving point cloud has only {len(moving)} finite points; at least 10 are needed.")
     surface = prepare_fixed_surface(fixed, fixed_normals, options)
     rng = np.random.default_rng(options.seed)
+    if len(moving) > options.max_cloud_points:  # raw camera frames: a random subset says the same, faster
+        moving = moving[rng.choice(len(moving), options.max_cloud_points, replace=False)]
     workers = options.workers
     centroid = moving.mean(axis=0)
 
@@ -654,6 +671,8 @@ def register_cloud_to_surface(moving_points, fixed, fixed_normals=None,
         global_scores = scores[chosen]
     else:
         initial = np.asarray(options.initial_matrix, float)
+        if initial.shape != (4, 4) or not np.isfinite(initial).all():
+            raise MSDTError(f"The initial matrix must be a finite 4x4 array; got shape {initial.shape}.")
         start_rotations = initial[None, :3, :3]
         start_centres = (initial[:3, :3] @ centroid + initial[:3, 3])[None]
         global_scores = np.array([np.nan])

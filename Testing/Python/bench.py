@@ -6,6 +6,10 @@
   same data, on the sample CT and on a 512x512x300 synthetic spine phantom. Target: the characterisation adds
   less than the segmentation itself (ratio < 1).
 
+* Fusion: markerless registration (success rate, median TRE, seconds) next to plain VTK ICP from a centroid
+  start on the same simulated camera clouds; OpenIGTLink image+transform streaming rate and latency on loopback
+  (``MSDT_IGT_SOAK`` seconds, default 20; the issue's soak is 300).
+
 Results go to build/bench/results.json and stdout.
 """
 
@@ -83,6 +87,17 @@ def _phantom_files(folder: Path):
     return image, labels, names, built
 
 
+def fusion_bench() -> dict:
+    """Registration against the VTK ICP baseline, and OpenIGTLink streaming (optional Lib: skipped if absent)."""
+    try:
+        from MSDTFusionLib.igt_bench import run_igt_bench
+        from MSDTFusionLib.registration_bench import run_registration_bench
+    except ModuleNotFoundError as error:
+        return {"skipped": str(error)}
+    return {"registration": run_registration_bench(trials=int(os.environ.get("MSDT_REG_TRIALS", "30"))),
+            "openigtlink": run_igt_bench(seconds=float(os.environ.get("MSDT_IGT_SOAK", "20")))}
+
+
 def main() -> int:
     results = {"machine": f"{os.cpu_count()} cores", "cases": {}}
     base = _median_seconds(threshold_label)
@@ -102,6 +117,7 @@ def main() -> int:
         spine_big = _median_seconds(lambda: spine(image, labels, names), repeats=1)
         results["baselines"]["anatomy twin (phantom 512x512x300)"] = round(anatomy_big, 2)
         results["cases"]["spine characterisation / anatomy twin (phantom 512x512x300)"] = round(spine_big / anatomy_big, 2)
+    results["fusion"] = fusion_bench()
     out = ROOT / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -80,6 +80,14 @@ def test_harder_set_other_extraction_breathing_depth_noise(twin_inputs, surface,
     assert rows[:, 3].all()
 
 
+def test_partial_view_of_the_back(twin_inputs, surface):
+    """The camera sees only the upper half of the back: starts shifted along the skin find it."""
+    _, points, normals, targets = twin_inputs[:4]
+    upper = points[:, 2] > np.median(points[:, 2])
+    rows = _run(bench.make_trials(points[upper], normals[upper], 6, seed=7), surface, targets)
+    assert (rows[:, 1] < 5.0).all() and rows[:, 3].all()
+
+
 def test_known_small_transform_recovered_exactly(twin_inputs, surface):
     _, points, normals, targets = twin_inputs[:4]
     view = points[bench.posterior_view(points, normals)]
@@ -120,6 +128,7 @@ def test_uncertainty_on_the_back(twin_inputs, surface):
     assert all(0 < sd < 1.0 for sd in unc["translation_sd_mm"])
     assert all(0 < sd < 0.2 for sd in unc["rotation_sd_deg"])
     assert 1.5 < unc["residual_sd_mm"] < 2.5                   # the simulated 2 mm noise
+    assert 1.5 < unc["cloud_noise_mm"] < 2.5 and unc["fit_ratio"] < 1.3 and not unc["poor_fit"]
     second = unc["second_best"]
     assert second["score_ratio"] > 2.0 and second["rotation_deg"] > 90   # the flipped pose fits far worse
     predicted = reg.target_sd_mm(unc, targets)
@@ -165,6 +174,7 @@ def test_no_overlap_reports_failure(surface, kind):
     assert not result.converged and not result.reliable
     assert result.overlap < reg.RegistrationOptions().min_overlap
     assert "does not match" in result.message
+    assert result.uncertainty["poor_fit"] and result.uncertainty["fit_ratio"] > 2
 
 
 def test_bad_clouds_raise(surface):
