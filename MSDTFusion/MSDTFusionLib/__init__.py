@@ -1,4 +1,8 @@
-"""MSDTFusionLib: algorithms of the MSDT Fusion module (placeholder).
+"""MSDTFusionLib: algorithms of the MSDT Fusion module, importable without the Slicer GUI.
 
-When built, Fusion registers a depth-camera skin point cloud to the CT/MR skin surface without markers (with RMS, TRE, overlap and uncertainty), receives electromagnetic tracker transforms and live ultrasound over OpenIGTLink, and denoises ultrasound. Nothing is implemented yet.
+* ``pointclouds``: read/write PLY, PCD, XYZ/CSV, NPY and depth images; down-sampling, outliers, normals.
+* ``registration``: markerless camera-cloud to skin-surface registration (global multi-start search, trimmed
+  point-to-plane ICP) with RMS, inliers, overlap, convergence, uncertainty and ambiguity; ``tre`` for landmarks.
+* ``registerworkflow``: files in, MRML nodes (``CameraToMRI``) and ITK ``.h5`` out (``msdt register``).
+* ``igt``, ``igtsim``, ``recording``: OpenIGTLink client/server, PLUS replay simulator, sequence recording.
 """

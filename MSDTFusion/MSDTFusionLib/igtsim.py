@@ -19,7 +19,6 @@ latency) and OpenIGTLink v3 metadata: ``FrameIndex``, ``RecordedTimestamp`` (the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -371,16 +370,10 @@ def command(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="msdt igt-sim", description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    try:
-        summary = command(args)
-    except MSDTError as error:
-        print(f"msdt igt-sim: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+    """``python -m`` entry point: the same as ``msdt igt-sim``."""
+    from MSDTLib import cli
+
+    return cli.main(["igt-sim", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -256,16 +256,10 @@ def command(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="msdt igt-record", description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    try:
-        summary = command(args)
-    except MSDTError as error:
-        print(f"msdt igt-record: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+    """``python -m`` entry point: the same as ``msdt igt-record``."""
+    from MSDTLib import cli
+
+    return cli.main(["igt-record", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

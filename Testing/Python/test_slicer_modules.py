@@ -604,10 +604,10 @@ def test_top_level_check_reports_missing_module(tmp_path):
 SAMPLE_DATA = ROOT / "Testing" / "Data" / "totalsegmentator_ct_mr_spine"
 
 
-@pytest.fixture
-def msdt_module(monkeypatch):
-    """MSDT/MSDT.py imported outside Slicer: the GUI-only imports (qt, ScriptedLoadableModule, i18n,
-    parameterNodeWrapper, markups wrapping) are replaced by inert stand-ins; MRML and MSDTLib are real."""
+def import_module_headless(monkeypatch, module_name: str, lib_folders: tuple[str, ...]):
+    """A module's .py imported outside Slicer: the GUI-only imports (qt, ctk, ScriptedLoadableModule, i18n,
+    parameterNodeWrapper, markups wrapping, VTKObservationMixin) are inert stand-ins; MRML and the Libs are
+    real."""
     import importlib.util
     import sys
     import types
@@ -624,6 +624,7 @@ def msdt_module(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
 
     stub("qt")
+    stub("ctk")
     stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
     stub(
         "slicer.parameterNodeWrapper",
@@ -641,12 +642,18 @@ def msdt_module(monkeypatch):
     )
     stub("vtkSlicerMarkupsModuleMRMLPython", vtkMRMLMarkupsFiducialNode=slicer.vtkMRMLMarkupsFiducialNode)
     monkeypatch.setattr(slicer.util, "VTKObservationMixin", inert("VTKObservationMixin"), raising=False)
-    monkeypatch.syspath_prepend(str(ROOT / "MSDT"))
-
-    spec = importlib.util.spec_from_file_location("MSDT_slicer_module_under_test", module_script("MSDT"))
+    for folder in lib_folders:
+        monkeypatch.syspath_prepend(str(ROOT / folder))
+    spec = importlib.util.spec_from_file_location(f"{module_name}_slicer_module_under_test", module_script(module_name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def msdt_module(monkeypatch):
+    """MSDT/MSDT.py imported outside Slicer (see import_module_headless)."""
+    return import_module_headless(monkeypatch, "MSDT", ("MSDT",))
 
 
 def test_msdt_logic_runs_the_library_headless(msdt_module, tmp_path):
@@ -947,49 +954,8 @@ def test_fusion_ui_has_the_registration_and_igt_widgets(qt):
 
 @pytest.fixture
 def fusion_module(monkeypatch):
-    """MSDTFusion/MSDTFusion.py imported outside Slicer: the GUI-only imports (qt, ScriptedLoadableModule, i18n,
-    parameterNodeWrapper, markups wrapping, VTKObservationMixin) are inert stand-ins; MRML and the Libs are real."""
-    import importlib.util
-    import sys
-    import types
-
-    import slicer
-    import slicer.util
-
-    def inert(name):
-        return type(name, (), {"__init__": lambda self, *args, **kwargs: None})
-
-    def stub(name, **attributes):
-        module = types.ModuleType(name)
-        module.__dict__.update(attributes)
-        monkeypatch.setitem(sys.modules, name, module)
-
-    stub("qt")
-    stub("ctk")
-    stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
-    stub(
-        "slicer.parameterNodeWrapper",
-        parameterNodeWrapper=lambda cls: cls,
-        Choice=inert("Choice"),
-        Default=inert("Default"),
-        WithinRange=inert("WithinRange"),
-    )
-    stub(
-        "slicer.ScriptedLoadableModule",
-        ScriptedLoadableModule=inert("ScriptedLoadableModule"),
-        ScriptedLoadableModuleWidget=inert("ScriptedLoadableModuleWidget"),
-        ScriptedLoadableModuleLogic=inert("ScriptedLoadableModuleLogic"),
-        ScriptedLoadableModuleTest=inert("ScriptedLoadableModuleTest"),
-    )
-    stub("vtkSlicerMarkupsModuleMRMLPython", vtkMRMLMarkupsFiducialNode=slicer.vtkMRMLMarkupsFiducialNode)
-    monkeypatch.setattr(slicer.util, "VTKObservationMixin", inert("VTKObservationMixin"), raising=False)
-    monkeypatch.syspath_prepend(str(ROOT / "MSDT"))
-    monkeypatch.syspath_prepend(str(ROOT / "MSDTFusion"))
-
-    spec = importlib.util.spec_from_file_location("MSDTFusion_slicer_module_under_test", module_script("MSDTFusion"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """MSDTFusion/MSDTFusion.py imported outside Slicer (see import_module_headless)."""
+    return import_module_headless(monkeypatch, "MSDTFusion", ("MSDT", "MSDTFusion"))
 
 
 def _fusion_rigid(angle_deg, axis, translation):
