@@ -17,6 +17,7 @@ import numpy as np
 import qt
 import slicer
 import vtk
+from MSDTWidgetTools import MSDTWidgetMixin
 from slicer import (
     vtkMRMLModelNode,
     vtkMRMLScalarVolumeNode,
@@ -135,8 +136,10 @@ class MSDTParameterNode:
 #
 
 
-class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MSDTWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """GUI of the module (uses ScriptedLoadableModuleWidget base class)."""
+
+    moduleTitle = "MSDT"
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -272,66 +275,10 @@ class MSDTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGUIState()
         slicer.app.processEvents()
 
-    def _run(self, errorTitle: str, function, *args, **kwargs):
-        """Run ``function`` busy (wait cursor, progress bar); returns (result, True), or (None, False) after
-        reporting the error once the cursor is back (MSDTError plainly, anything else with its traceback)."""
-        result, error, details = None, None, ""
-        self._setBusy(True)
-        try:
-            result = function(*args, **kwargs)
-        except Exception as caught:  # reported below, once the wait cursor is gone
-            error, details = caught, traceback.format_exc()
-            logging.error(details)
-        finally:
-            self._setBusy(False)
-        if error is not None:
-            self._reportError(error, errorTitle, details)
-            return None, False
-        return result, True
-
     def _onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100.0 * min(max(float(fraction), 0.0), 1.0)))
         self.ui.progressBar.format = f"{message} (%p%)"
         slicer.app.processEvents()
-
-    def _offerMissingPackage(self) -> bool:
-        """Offer to pip-install a Python package MSDTLib needs; True when the library can be imported."""
-        try:
-            missing = self.logic.missingPythonPackage()
-            while missing is not None:
-                if not slicer.util.confirmOkCancelDisplay(
-                    _("MSDT needs the Python package '{package}', which is not installed. Install it now?").format(
-                        package=missing
-                    ),
-                    windowTitle=_("MSDT: missing Python package"),
-                ):
-                    return False
-                slicer.util.pip_install(missing)
-                importlib.invalidate_caches()
-                previous, missing = missing, self.logic.missingPythonPackage()
-                if missing == previous:
-                    slicer.util.errorDisplay(_("Installing '{package}' did not help.").format(package=missing))
-                    return False
-        except Exception as error:  # e.g. a module MSDTLib imports that pip cannot provide by that name
-            logging.error(traceback.format_exc())
-            slicer.util.errorDisplay(
-                _("The MSDT library cannot be imported: {error}").format(error=error),
-                windowTitle=_("MSDT: missing Python package"),
-                detailedText=traceback.format_exc(),
-            )
-            return False
-        return True
-
-    def _reportError(self, error, title: str, details: str) -> None:
-        """Show an error: an MSDTError is a bad input (its message says why), anything else is a bug."""
-        from MSDTLib.errors import MSDTError
-
-        if isinstance(error, MSDTError):
-            slicer.util.errorDisplay(str(error), windowTitle=title)
-        else:
-            slicer.util.errorDisplay(
-                _("Unexpected error: {error}").format(error=error), windowTitle=title, detailedText=details
-            )
 
     def onApplyButton(self) -> None:
         """Run the pipeline. A bad input is reported in a message box and the scene stays as it was."""

@@ -16,6 +16,7 @@ import numpy as np
 import qt
 import slicer
 import vtk
+from MSDTWidgetTools import MSDTWidgetMixin
 from slicer import vtkMRMLLinearTransformNode, vtkMRMLModelNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Default, WithinRange, parameterNodeWrapper
@@ -113,8 +114,10 @@ class MSDTFusionParameterNode:
 #
 
 
-class MSDTFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MSDTFusionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """GUI of the module (uses ScriptedLoadableModuleWidget base class)."""
+
+    moduleTitle = "MSDT Fusion"
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -272,64 +275,6 @@ class MSDTFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             qt.QApplication.restoreOverrideCursor()
         self._updateGUIState()
         slicer.app.processEvents()
-
-    def _run(self, errorTitle: str, function, *args, **kwargs):
-        """Run ``function`` busy (wait cursor); returns (result, True), or (None, False) after reporting the
-        error once the cursor is back (MSDTError plainly, anything else with its traceback)."""
-        result, error, details = None, None, ""
-        self._setBusy(True)
-        try:
-            result = function(*args, **kwargs)
-        except Exception as caught:  # reported below, once the wait cursor is gone
-            error, details = caught, traceback.format_exc()
-            logging.error(details)
-        finally:
-            self._setBusy(False)
-        if error is not None:
-            self._reportError(error, errorTitle, details)
-            return None, False
-        return result, True
-
-    def _reportError(self, error, title: str, details: str) -> None:
-        """Show an error: an MSDTError is a bad input (its message says why), anything else is a bug."""
-        from MSDTLib.errors import MSDTError
-
-        if isinstance(error, MSDTError):
-            slicer.util.errorDisplay(str(error), windowTitle=title)
-        else:
-            slicer.util.errorDisplay(
-                _("Unexpected error: {error}").format(error=error), windowTitle=title, detailedText=details
-            )
-
-    def _offerMissingPackage(self) -> bool:
-        """Offer to pip-install a Python package MSDTFusionLib needs; True when the library can be imported."""
-        try:
-            missing = self.logic.missingPythonPackage()
-            while missing is not None:
-                if not slicer.util.confirmOkCancelDisplay(
-                    _(
-                        "MSDT Fusion needs the Python package '{package}', which is not installed. Install it now?"
-                    ).format(package=missing),
-                    windowTitle=_("MSDT Fusion: missing Python package"),
-                ):
-                    return False
-                slicer.util.pip_install(missing)
-                importlib.invalidate_caches()
-                previous, missing = missing, self.logic.missingPythonPackage()
-                if missing == previous:
-                    slicer.util.errorDisplay(
-                        _("Installing '{package}' did not help.").format(package=missing)
-                    )
-                    return False
-        except Exception as error:  # e.g. MSDTLib (of the MSDT Anatomy module) cannot be found
-            logging.error(traceback.format_exc())
-            slicer.util.errorDisplay(
-                _("The MSDT Fusion library cannot be imported: {error}").format(error=error),
-                windowTitle=_("MSDT Fusion: missing Python package"),
-                detailedText=traceback.format_exc(),
-            )
-            return False
-        return True
 
     # ------------------------------------------------------------------ markerless registration
 

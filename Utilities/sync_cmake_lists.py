@@ -1,4 +1,5 @@
-"""Rewrite the MODULE_PYTHON_SCRIPTS list of each module's CMakeLists.txt from the Lib files on disk.
+"""Rewrite the MODULE_PYTHON_SCRIPTS list of each module's CMakeLists.txt from the files on disk (the module
+script, GUI helper scripts beside it, and every Lib file).
 
 Run after adding, renaming or removing a Lib file: ``python Utilities/sync_cmake_lists.py``.
 """
@@ -13,7 +14,9 @@ MODULES = ("MSDT", "MSDTFusion", "MSDTMotion", "MSDTInference")
 def scripts_block(module: str) -> str:
     lib = ROOT / module / f"{module}Lib"
     files = sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*.py") if "__pycache__" not in p.parts)
-    lines = ["  ${MODULE_NAME}.py"] + [f"  ${{MODULE_NAME}}Lib/{name}" for name in files]
+    helpers = sorted(p.name for p in (ROOT / module).glob("*.py") if p.name != f"{module}.py")
+    lines = ["  ${MODULE_NAME}.py"] + [f"  {name}" for name in helpers]
+    lines += [f"  ${{MODULE_NAME}}Lib/{name}" for name in files]
     return "set(MODULE_PYTHON_SCRIPTS\n" + "\n".join(lines) + "\n  )"
 
 

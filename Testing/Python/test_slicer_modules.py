@@ -100,8 +100,8 @@ def compile_problems(paths: list[Path], scratch: Path) -> list[str]:
 @pytest.mark.parametrize("module", MODULES)
 def test_module_and_lib_byte_compile(module, tmp_path):
     python, _ = lib_files(ROOT / module, f"{module}Lib")
-    paths = [module_script(module)] + [ROOT / module / relative for relative in python]
-    assert f"{module}Lib/__init__.py" in python, f"{module}Lib is not a package"
+    paths = sorted((ROOT / module).glob("*.py")) + [ROOT / module / relative for relative in python]
+    assert module_script(module) in paths and f"{module}Lib/__init__.py" in python, f"{module}Lib is not a package"
     assert compile_problems(paths, tmp_path) == []
 
 
@@ -473,7 +473,8 @@ def module_cmake_problems(module_dir: Path) -> list[str]:
     scripts = values.get("MODULE_PYTHON_SCRIPTS", [])
     resources = values.get("MODULE_PYTHON_RESOURCES", [])
     python, data = lib_files(module_dir, f"{module}Lib")
-    expected_scripts = [f"{module}.py"] + python
+    helpers = sorted(p.name for p in module_dir.glob("*.py") if p.name != f"{module}.py")  # GUI helper scripts
+    expected_scripts = [f"{module}.py"] + helpers + python
     for missing in sorted(set(expected_scripts) - set(scripts)):
         problems.append(f"{missing} exists but is not in MODULE_PYTHON_SCRIPTS")
     for extra in sorted(set(scripts) - set(expected_scripts)):
