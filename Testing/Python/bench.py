@@ -10,6 +10,9 @@
   start on the same simulated camera clouds; OpenIGTLink image+transform streaming rate and latency on loopback
   (``MSDT_IGT_SOAK`` seconds, default 20; the issue's soak is 300).
 
+* Motion: sEMG features on one hour of 4-channel 2 kHz data and VQF on one hour of 285.7 Hz 9-axis IMU data,
+  each as a multiple of real time on one core (targets >= 500x and >= 100x).
+
 Results go to build/bench/results.json and stdout.
 """
 
@@ -98,6 +101,25 @@ def fusion_bench() -> dict:
             "openigtlink": run_igt_bench(seconds=float(os.environ.get("MSDT_IGT_SOAK", "20")))}
 
 
+def motion_bench() -> dict:
+    """Real-time multiples of the sEMG features and of VQF (synthetic signals of realistic size)."""
+    import numpy as np
+
+    try:
+        from MSDTMotionLib import emg, imu
+    except ModuleNotFoundError as error:
+        return {"skipped": str(error)}
+    rng = np.random.default_rng(0)
+    hour = 3600.0
+    signals = {f"EMG{i}": (rng.normal(size=int(2000 * hour)), 2000.0, "V") for i in range(4)}
+    emg_s = _median_seconds(lambda: emg.analyse_recording(signals, window_s=1.0), repeats=1)
+    n = int(285.7 * hour)
+    gyr, acc = rng.normal(scale=0.1, size=(n, 3)), rng.normal(size=(n, 3)) + [0.0, 0.0, 9.81]
+    mag = rng.normal(size=(n, 3)) + [20.0, 0.0, -40.0]
+    vqf_s = _median_seconds(lambda: imu.orientation_vqf(gyr, acc, mag, 285.7), repeats=1)
+    return {"emg_4ch_2kHz_1h_x_realtime": round(hour / emg_s, 1), "vqf_9d_285Hz_1h_x_realtime": round(hour / vqf_s, 1)}
+
+
 def main() -> int:
     results = {"machine": f"{os.cpu_count()} cores", "cases": {}}
     base = _median_seconds(threshold_label)
@@ -118,6 +140,7 @@ def main() -> int:
         results["baselines"]["anatomy twin (phantom 512x512x300)"] = round(anatomy_big, 2)
         results["cases"]["spine characterisation / anatomy twin (phantom 512x512x300)"] = round(spine_big / anatomy_big, 2)
     results["fusion"] = fusion_bench()
+    results["motion"] = motion_bench()
     out = ROOT / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
