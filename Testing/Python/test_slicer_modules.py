@@ -1286,3 +1286,246 @@ def test_fusion_self_test_runs_headless(fusion_module, monkeypatch):
     assert messages[-1] == "Test passed"
     assert any("Reliable" in message for message in messages)
     assert any("weakly constrained" in message for message in messages)
+
+
+# ==============================================================================================================
+# MSDTMotion: recording, sEMG, IMU and live serial stream panel, and its Logic against the real library, headless
+# (this section only concerns MSDTMotion; it shares nothing with the tests above but the helpers)
+# ==============================================================================================================
+
+MOTION_C3D = ROOT / "Testing" / "Data" / "pyomeca_c3d_markers_emg" / "markers_analogs.c3d"
+MOTION_BROAD = ROOT / "Testing" / "Data" / "broad_imu_optical_reference"
+MOTION_BROAD = MOTION_BROAD / "02_undisturbed_slow_rotation_B.hdf5"
+
+# Widgets the Motion panel must have: objectName -> accepted declared classes.
+MOTION_WIDGETS = {
+    "recordingPathLineEdit": {"ctkPathLineEdit"},
+    "sampleRateSpinBox": {"QDoubleSpinBox", "ctkDoubleSpinBox"},
+    "loadRecordingButton": {"QPushButton"},
+    "recordingInfoLabel": {"QLabel"},
+    "channelsLineEdit": {"QLineEdit"},
+    "windowSpinBox": {"QDoubleSpinBox", "ctkDoubleSpinBox"},
+    "analyseEmgButton": {"QPushButton"},
+    "emgResultLabel": {"QLabel"},
+    "imuPathLineEdit": {"ctkPathLineEdit"},
+    "analyseImuButton": {"QPushButton"},
+    "imuResultLabel": {"QLabel"},
+    "serialPortLineEdit": {"QLineEdit"},
+    "baudRateSpinBox": {"QSpinBox", "ctkSpinBox"},
+    "connectSerialButton": {"QPushButton"},
+    "serialStatusLabel": {"QLabel"},
+}
+
+
+def test_motion_ui_has_the_recording_emg_imu_and_serial_widgets(qt):
+    _, _, QtWidgets = qt
+    ui_root = ET.parse(module_ui("MSDTMotion")).getroot()
+    classes = ui_widget_classes(ui_root)
+    for name, accepted in MOTION_WIDGETS.items():
+        assert classes.get(name) in accepted, f"{name}: {classes.get(name)} not in {accepted}"
+    used = ui_names_used(module_script("MSDTMotion").read_text(encoding="utf-8"))
+    bound = parameter_names_in_ui(ui_root)
+    # Each widget is either driven by the code (self.ui.<name>) or bound to the parameter node.
+    assert set(MOTION_WIDGETS) <= used | set(bound), sorted(set(MOTION_WIDGETS) - used - set(bound))
+    assert missing_ui_names(module_script("MSDTMotion").read_text(encoding="utf-8"), set(classes)) == []
+    assert bound == {
+        "sampleRateSpinBox": "sampleRate",
+        "channelsLineEdit": "channels",
+        "windowSpinBox": "windowS",
+        "serialPortLineEdit": "serialPort",
+        "baudRateSpinBox": "baudRate",
+    }
+
+    titles = {
+        b.findtext("property[@name='text']/string")
+        for b in ui_root.iter("widget")
+        if b.get("class") == "ctkCollapsibleButton"
+    }
+    assert {"Recording", "sEMG", "IMU", "Live serial stream"} <= titles
+
+    widget, problems = load_ui(qt, module_ui("MSDTMotion"))
+    assert problems == []
+    assert widget.findChild(QtWidgets.QDoubleSpinBox, "windowSpinBox").value() == 1.0
+    assert widget.findChild(QtWidgets.QDoubleSpinBox, "sampleRateSpinBox").value() == 0.0
+    assert widget.findChild(QtWidgets.QSpinBox, "baudRateSpinBox").value() == 115200
+    assert widget.findChild(QtWidgets.QPushButton, "connectSerialButton").isCheckable()
+    widget.deleteLater()
+
+
+@pytest.fixture
+def motion_module(monkeypatch):
+    """MSDTMotion/MSDTMotion.py imported outside Slicer (see import_module_headless)."""
+    return import_module_headless(monkeypatch, "MSDTMotion", ("MSDT", "MSDTMotion"))
+
+
+@pytest.fixture
+def motion_scene():
+    from MSDTLib.app import new_scene, shutdown_scene
+
+    scene = new_scene()
+    yield scene
+    shutdown_scene(scene)
+
+
+def test_motion_logic_loads_and_analyses_the_c3d_emg_headless(motion_module, motion_scene):
+    from MSDTLib.errors import MSDTError
+
+    logic = motion_module.MSDTMotionLogic()
+    assert logic.missingPythonPackage() is None
+    with pytest.raises(MSDTError):
+        logic.loadRecording("", scene=motion_scene)
+
+    recording, nodes = logic.loadRecording(MOTION_C3D, scene=motion_scene)
+    assert nodes["signals"].IsA("vtkMRMLTableNode")
+    assert motion_scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() >= 1
+    assert "Delt_ant.EMG1" in recording.signals and "Biceps.EMG4" in recording.signals
+    assert recording.name in logic.recordingText(recording, nodes)
+
+    channels = "Delt_ant.EMG1,Biceps.EMG4"
+    summary, charts = logic.analyseEmg(recording, channels, windowS=1.0, scene=motion_scene)
+    assert list(summary["channels"]) == ["Delt_ant.EMG1", "Biceps.EMG4"]
+    for result in summary["channels"].values():
+        assert not result.get("error")
+        assert 20.0 < result["mdf_hz"] < 200.0
+    assert len(charts) == 2 and all(chart.IsA("vtkMRMLPlotChartNode") for chart in charts)
+    text = logic.emgText(summary)
+    assert "Delt_ant.EMG1: MDF" in text and "Biceps.EMG4: MDF" in text
+    assert "Hz/s" in text and "%/min" in text
+
+    with pytest.raises(MSDTError):
+        logic.analyseEmg(recording, "NoSuchChannel", scene=motion_scene)
+    with pytest.raises(MSDTError):
+        logic.analyseEmg(None)
+
+
+def test_motion_logic_analyses_the_broad_imu_headless(motion_module, motion_scene):
+    logic = motion_module.MSDTMotionLogic()
+    summary, chart = logic.analyseImu(MOTION_BROAD, scene=motion_scene)
+    assert summary["rmse_deg"]["vqf"]["total"] <= 2.5
+    assert set(summary["trunk_angles"]["range_of_motion"]) == {"flexion", "lateral_bending", "axial_rotation"}
+    assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 3
+    text = logic.imuText(summary)
+    assert "RMSE vs reference: total" in text and "inclination" in text
+    assert "Trunk range of motion: flexion" in text
+
+
+def test_motion_texts_in_plain_words(motion_module):
+    logic = motion_module.MSDTMotionLogic
+    assert logic.emgText({"channels": {}}) == "No channel analysed."
+    assert logic.emgText(
+        {
+            "channels": {
+                "A": {"mdf_hz": 80.04, "mdf_slope_hz_per_s": -0.1234, "mdf_slope_pct_per_min": -9.25},
+                "B": {"error": "too short"},
+                "C": {"mdf_hz": None, "mdf_slope_hz_per_s": None, "mdf_slope_pct_per_min": None},
+            }
+        }
+    ) == ("A: MDF 80.0 Hz, slope -0.123 Hz/s, -9.2 %/min\nB: too short\nC: MDF n/a, slope n/a, n/a %/min")
+
+    imu_summary = {
+        "name": "trial",
+        "duration_s": 12.0,
+        "fs_hz": 286.0,
+        "mode": "9D",
+        "rmse_deg": {"vqf": {"total": 1.234, "inclination": 0.567, "heading": 1.0}},
+        "trunk_angles": {
+            "range_of_motion": {
+                "flexion": {"range": 30.04},
+                "lateral_bending": {"range": 10.0},
+                "axial_rotation": {"range": float("nan")},
+            }
+        },
+    }
+    assert logic.imuText(imu_summary) == (
+        "trial: 12.0 s at 286 Hz, 9D\n"
+        "RMSE vs reference: total 1.23 deg, inclination 0.57 deg\n"
+        "Trunk range of motion: flexion 30.0 deg, lateral bending 10.0 deg, axial rotation n/a"
+    )
+    del imu_summary["rmse_deg"]
+    assert "No reference orientation" in logic.imuText(imu_summary)
+
+    assert logic.serialText(None) == "Not connected."
+    streaming = {"status": "streaming", "received": 10, "dropped": 1, "corrupt": 2, "rate_hz": 99.96}
+    assert logic.serialText(streaming) == "Streaming\n10 received, 1 dropped, 2 corrupt, 100.0 Hz"
+    from MSDTMotionLib.serialstream import StreamStatistics
+
+    assert logic.serialText(StreamStatistics("disconnected", 5, 0, 0, 3, 0.0, "gone")) == (
+        "Disconnected\n5 received, 0 dropped, 0 corrupt, 0.0 Hz, 3 overrun (last error: gone)"
+    )
+
+
+def test_motion_logic_streams_a_serial_pty_headless(motion_module, motion_scene):
+    """connect / pump / disconnect against a real pseudo-terminal pair fed with counter,v1,v2 lines."""
+    import time
+
+    from MSDTLib.errors import MSDTError
+    from MSDTMotionLib.importers import table_column
+
+    logic = motion_module.MSDTMotionLogic()
+    assert logic.pumpSerial() == 0 and logic.serialStatistics() is None and not logic.isSerialConnected()
+    with pytest.raises(MSDTError):
+        logic.connectSerial("", 115200, scene=motion_scene)
+    with pytest.raises(MSDTError):
+        logic.connectSerial("/dev/null", "fast", scene=motion_scene)
+
+    master, slave = os.openpty()
+    try:
+        pump = logic.connectSerial(os.ttyname(slave), 115200, scene=motion_scene)
+        assert logic.isSerialConnected()
+
+        def pump_until(seconds, until):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not until():
+                logic.pumpSerial()
+                time.sleep(0.02)  # like the widget's timer
+
+        # Once the port is open nothing written to the master is lost.
+        pump_until(5.0, lambda: logic.reader.status == "streaming")
+        assert logic.reader.status == "streaming"
+        lines = [f"{counter},{counter * 0.5},{-counter}\n" for counter in range(20) if counter != 7]
+        lines.insert(10, "garbage,line\n")
+        os.write(master, "".join(lines).encode("ascii"))
+        pump_until(10.0, lambda: pump.rows_added >= 19)
+        assert pump.rows_added == 19
+        table = pump.table_node
+        assert table.GetNumberOfRows() == 19
+        assert list(table_column(table, "ch1")[:3]) == [0.0, 0.5, 1.0]
+        statistics = logic.serialStatistics()
+        assert (statistics.received, statistics.dropped, statistics.corrupt) == (19, 1, 1)
+        text = logic.serialText(statistics)
+        assert text.startswith("Streaming\n19 received, 1 dropped, 1 corrupt")
+
+        logic.disconnectSerial()
+        assert not logic.isSerialConnected() and logic.pumpSerial() == 0
+        assert logic.serialText(logic.serialStatistics()).startswith("Stopped\n19 received")
+        logic.disconnectSerial()  # twice is harmless
+    finally:
+        logic.disconnectSerial()
+        os.close(master)
+        os.close(slave)
+
+
+def test_motion_self_test_runs_headless(motion_module, monkeypatch):
+    """The module's own self-test, run as Slicer runs it but on a headless scene."""
+    import unittest
+
+    import slicer
+
+    from MSDTLib.app import new_scene, shutdown_scene
+
+    scene = new_scene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    messages = []
+
+    class SelfTest(unittest.TestCase, motion_module.MSDTMotionTest):
+        setUp = motion_module.MSDTMotionTest.setUp
+
+        def delayDisplay(self, message, msec=None):
+            messages.append(message)
+
+    try:
+        SelfTest("runTest").runTest()
+    finally:
+        shutdown_scene(scene)
+    assert messages[-1] == "Test passed"
+    assert any("EMG: MDF" in message for message in messages)
