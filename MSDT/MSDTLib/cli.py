@@ -17,7 +17,7 @@ from .tissue import CT_BONE_THRESHOLD_HU
 log = logging.getLogger("msdt")
 EXIT_BAD_INPUT = 2
 # Other Libs add their subcommands through ``add_commands(subparsers)``; each sets ``handler`` (args -> summary).
-EXTENSION_COMMANDS = ("MSDTFusionLib.commands", "MSDTMotionLib.commands")
+EXTENSION_COMMANDS = ("MSDTFusionLib.commands", "MSDTMotionLib.commands", "MSDTInferenceLib.commands")
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "Testing" / "Data" / "totalsegmentator_ct_mr_spine"
 
 

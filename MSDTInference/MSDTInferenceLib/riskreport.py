@@ -1,0 +1,60 @@
+"""``msdt risk`` outputs: the prediction, the patient's feature graph and contributions on a scene, and the risk
+panel (gauge, contributions, chord diagram of the cohort associations) in report.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import panel
+from .featuregraph import FeatureGraph
+from .risk import RiskModel
+from .riskworkflow import predict_patient
+
+
+def _summaries(patient_path: Path) -> list[Path]:
+    patient = json.loads(Path(patient_path).read_text(encoding="utf-8"))
+    base = Path(patient_path).resolve().parent
+    return [(base / s) if not Path(s).is_absolute() else Path(s) for s in patient.get("summaries", []) or []]
+
+
+def patient_graph(patient_path: Path, result: dict) -> FeatureGraph:
+    """Feature graph of the patient: the summaries' features plus the model features given directly."""
+    graph = FeatureGraph.from_summaries(result.get("patient_id") or "Patient", [str(p) for p in _summaries(patient_path)])
+    patient = json.loads(Path(patient_path).read_text(encoding="utf-8"))
+    graph.add_clinical({k: v for k, v in (patient.get("features") or {}).items() if isinstance(v, (int, float))})
+    return graph
+
+
+def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path) -> dict:
+    """Prediction summary; writes scene.mrb, the panel PNGs/HTML and report.html into ``out``."""
+    from MSDTLib import io
+    from MSDTLib.app import new_scene
+    from MSDTLib.tables import Column, table_from_rows
+
+    result = predict_patient(str(patient_path), str(model_dir))
+    model = RiskModel.load(str(model_dir))
+    contributions = result["contributions"]
+    pictures = {
+        "Risk with its 90 % interval": panel.risk_gauge_png(result["risk"], result["interval"], out / "risk_gauge.png"),
+        "Per-feature contributions (log-odds)": panel.contributions_png(contributions, out / "contributions.png"),
+        "Feature associations in the cohort": panel.chord_diagram_png(
+            list(model.names), np.asarray(model.R), contributions, out / "chord_diagram.png"),
+    }
+    panel.chord_diagram_html(list(model.names), np.asarray(model.R), contributions, out / "chord_diagram.html")
+    scene = new_scene()
+    graph = patient_graph(patient_path, result)
+    graph.to_scene(scene)
+    columns = [Column("feature", kind=str), Column("contribution", "log-odds"), Column("missing", kind=str)]
+    rows = [{"feature": name, "contribution": value, "missing": "yes" if name in result["missing"] else ""}
+            for name, value in contributions.items()]
+    table = table_from_rows(scene, "Risk contributions", columns, rows)
+    from MSDTLib.hierarchy import TwinHierarchy
+
+    TwinHierarchy(scene, result.get("patient_id") or "Patient").place(table, "macro", "Inference")
+    io.save_mrb(scene, out / "scene.mrb")
+    panel.risk_report_html(out / "report.html", result.get("patient_id") or "Patient", result,
+                           list(pictures.values()) + [out / "chord_diagram.html"])
+    return json.loads(json.dumps(result, default=float))
