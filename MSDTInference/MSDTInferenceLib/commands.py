@@ -21,7 +21,7 @@ def _risk(args) -> dict:
     from .riskreport import write_risk_outputs
 
     with staged_output(args.out) as staging:
-        summary = write_risk_outputs(args.patient, args.model, staging)
+        summary = write_risk_outputs(args.patient, args.model, staging, args.history)
         summary["files"] = sorted(p.name for p in staging.iterdir()) + ["summary.json"]
         (staging / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return summary
@@ -38,5 +38,6 @@ def add_commands(subparsers) -> None:
     risk = subparsers.add_parser("risk", help="risk, interval, contributions and next exams for one patient")
     risk.add_argument("patient", type=Path, help="PATIENT.json: features and/or paths to MSDT summaries")
     risk.add_argument("--model", type=Path, required=True, help="model folder from msdt risk-train")
+    risk.add_argument("--history", type=Path, help="the patient's history JSON: this visit is added (created if missing)")
     risk.add_argument("--out", type=Path, required=True, help="output folder")
     risk.set_defaults(handler=_risk)

@@ -28,8 +28,24 @@ def patient_graph(patient_path: Path, result: dict) -> FeatureGraph:
     return graph
 
 
-def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path) -> dict:
-    """Prediction summary; writes scene.mrb, the panel PNGs/HTML and report.html into ``out``."""
+def update_history(history_path: Path, patient_path: Path, result: dict, graph: FeatureGraph):
+    """Add this visit (date from PATIENT.json "date", else today) to the patient's history file (created when
+    missing) and return the history."""
+    import datetime
+
+    from .longitudinal import PatientHistory
+
+    patient = json.loads(Path(patient_path).read_text(encoding="utf-8"))
+    history = (PatientHistory.load(history_path) if Path(history_path).is_file()
+               else PatientHistory(result.get("patient_id") or "Patient", []))
+    history.add_visit(patient.get("date") or datetime.date.today().isoformat(), graph, result)
+    history.save(history_path)
+    return history
+
+
+def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path, history_path: Path | None = None) -> dict:
+    """Prediction summary; writes scene.mrb, the panel PNGs/HTML and report.html into ``out``; with
+    ``history_path`` the visit is added to the patient's history and the risk trajectory is drawn."""
     from MSDTLib import io
     from MSDTLib.app import new_scene
     from MSDTLib.tables import Column, table_from_rows
@@ -47,6 +63,13 @@ def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path) -> dict:
     scene = new_scene()
     graph = patient_graph(patient_path, result)
     graph.to_scene(scene)
+    if history_path is not None:
+        from .longitudinal import trajectory_plot, trajectory_png
+
+        history = update_history(history_path, patient_path, result, graph)
+        trajectory_plot(scene, history)
+        pictures["Risk over the visits"] = trajectory_png(history, out / "risk_trajectory.png")
+        result["visits"] = len(history.visits)
     columns = [Column("feature", kind=str), Column("contribution", "log-odds"), Column("missing", kind=str)]
     rows = [{"feature": name, "contribution": value, "missing": "yes" if name in result["missing"] else ""}
             for name, value in contributions.items()]

@@ -57,3 +57,19 @@ def test_one_class_cohort_is_refused(tmp_path, capsys):
     assert cli.main(["risk-train", str(cohort), "--target", "status", "--positive", "Abnormal",
                      "--out", str(tmp_path / "m")]) == 2
     assert "class" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_visits_build_a_risk_history(model_dir, tmp_path, capsys):
+    history = tmp_path / "history.json"
+    for date, spondylolisthesis in (("2026-01-10", 2.0), ("2026-06-10", 40.0)):
+        patient = tmp_path / f"visit_{date}.json"
+        patient.write_text(json.dumps({"patient_id": "P002", "date": date, "features": {
+            "pelvic_incidence": 60.0, "pelvic_tilt numeric": 18.0, "lumbar_lordosis_angle": 45.0,
+            "sacral_slope": 42.0, "pelvic_radius": 115.0, "degree_spondylolisthesis": spondylolisthesis}}))
+        assert cli.main(["risk", str(patient), "--model", str(model_dir), "--history", str(history),
+                         "--out", str(tmp_path / date)]) == 0
+    capsys.readouterr()
+    visits = json.loads(history.read_text())["visits"]
+    assert [v["date"] for v in visits] == ["2026-01-10", "2026-06-10"]
+    assert visits[1]["risk"] > visits[0]["risk"]  # a progressing slip raises the risk
+    assert (tmp_path / "2026-06-10" / "risk_trajectory.png").is_file()
