@@ -1529,3 +1529,182 @@ def test_motion_self_test_runs_headless(motion_module, monkeypatch):
         shutdown_scene(scene)
     assert messages[-1] == "Test passed"
     assert any("EMG: MDF" in message for message in messages)
+
+
+# ==============================================================================================================
+# MSDTInference: model, patient and history panel, and its Logic against the real library, headless
+# (this section only concerns MSDTInference; it shares nothing with the tests above but the helpers)
+# ==============================================================================================================
+
+INFERENCE_COHORT = ROOT / "Testing" / "Data" / "uci_vertebral_column" / "column_2C_weka.csv"
+
+# Widgets the Inference panel must have: objectName -> accepted declared classes.
+INFERENCE_WIDGETS = {
+    "cohortPathLineEdit": {"ctkPathLineEdit"},
+    "targetLineEdit": {"QLineEdit"},
+    "positiveLineEdit": {"QLineEdit"},
+    "modelDirectoryButton": {"ctkDirectoryButton"},
+    "trainButton": {"QPushButton"},
+    "modelInfoLabel": {"QLabel"},
+    "patientPathLineEdit": {"ctkPathLineEdit"},
+    "predictButton": {"QPushButton"},
+    "riskLabel": {"QLabel"},
+    "contributionsTableView": {"qMRMLTableView"},
+    "addVisitButton": {"QPushButton"},
+}
+
+
+def test_inference_ui_has_the_model_patient_and_history_widgets(qt):
+    ui_root = ET.parse(module_ui("MSDTInference")).getroot()
+    classes = ui_widget_classes(ui_root)
+    for name, accepted in INFERENCE_WIDGETS.items():
+        assert classes.get(name) in accepted, f"{name}: {classes.get(name)} not in {accepted}"
+    source = module_script("MSDTInference").read_text(encoding="utf-8")
+    used = ui_names_used(source)
+    bound = parameter_names_in_ui(ui_root)
+    assert set(INFERENCE_WIDGETS) <= used | set(bound), sorted(set(INFERENCE_WIDGETS) - used - set(bound))
+    assert missing_ui_names(source, set(classes)) == []
+    assert bound == {"targetLineEdit": "target", "positiveLineEdit": "positive"}
+    assert parameter_binding_problems(source, ui_root) == []
+    titles = {
+        b.findtext("property[@name='text']/string")
+        for b in ui_root.iter("widget")
+        if b.get("class") == "ctkCollapsibleButton"
+    }
+    assert {"Model", "Patient", "History"} <= titles
+
+    widget, problems = load_ui(qt, module_ui("MSDTInference"))
+    assert problems == []
+    _, _, QtWidgets = qt
+    for name in ("trainButton", "predictButton", "addVisitButton"):
+        assert not widget.findChild(QtWidgets.QPushButton, name).isEnabled()
+    widget.deleteLater()
+
+
+@pytest.fixture
+def inference_module(monkeypatch):
+    """MSDTInference/MSDTInference.py imported outside Slicer (see import_module_headless)."""
+    return import_module_headless(monkeypatch, "MSDTInference", ("MSDT", "MSDTInference"))
+
+
+@pytest.fixture
+def inference_scene():
+    from MSDTLib.app import new_scene, shutdown_scene
+
+    scene = new_scene()
+    yield scene
+    shutdown_scene(scene)
+
+
+def _table_column(table, name):
+    column = table.GetTable().GetColumnByName(name)
+    assert column is not None, name
+    return [column.GetValue(i) for i in range(table.GetNumberOfRows())]
+
+
+def test_inference_logic_trains_predicts_and_follows_a_patient_headless(
+    inference_module, inference_scene, tmp_path
+):
+    import json
+
+    from MSDTLib.errors import MSDTError
+
+    logic = inference_module.MSDTInferenceLogic()
+    assert logic.missingPythonPackage() is None
+    with pytest.raises(MSDTError):
+        logic.train("", "status", "Abnormal", tmp_path / "model")
+    with pytest.raises(MSDTError):
+        logic.train(INFERENCE_COHORT, "no_such_column", "Abnormal", tmp_path / "model")
+
+    model_dir = tmp_path / "model"
+    summary = logic.train(INFERENCE_COHORT, "status", "Abnormal", model_dir)
+    assert summary["cv"]["model"]["auc"]["mean"] > 0.85
+    assert (model_dir / "summary.json").is_file()
+    model_text = logic.modelText(summary)
+    assert "CV AUC" in model_text and "±" in model_text and "Brier" in model_text
+    assert "calibration slope" in model_text and "ECE" in model_text and "Baseline" in model_text
+
+    patient = tmp_path / "PATIENT.json"
+    features = {
+        "pelvic_incidence": 63.0,
+        "pelvic_tilt numeric": 22.5,
+        "lumbar_lordosis_angle": 39.6,
+        "sacral_slope": 40.5,
+        "pelvic_radius": 98.7,
+    }  # degree_spondylolisthesis missing
+    patient.write_text(json.dumps({"patient_id": "UCI-1", "date": "2024-03-01", "features": features}))
+    result, nodes = logic.predict(patient, model_dir, scene=inference_scene)
+    assert 0.0 <= result["risk"] <= 1.0
+    low, high = result["interval"]
+    assert low <= result["risk"] <= high
+    assert result["missing"] == ["degree_spondylolisthesis"]
+    table = nodes["contributions"]
+    assert table.IsA("vtkMRMLTableNode") and table.GetNumberOfRows() == 6
+    assert set(_table_column(table, "feature")) == set(features) | {"degree_spondylolisthesis"}
+    assert table.GetColumnUnitLabel("contribution") == "log-odds"
+    assert nodes["featureGraph"] is None
+
+    text = logic.riskText(result)
+    assert text.startswith("UCI-1: risk of surgery") and "90 % interval" in text
+    assert "Missing features: degree_spondylolisthesis" in text
+    assert "Suggested next exam: measure degree_spondylolisthesis" in text
+
+    chart = logic.addVisit(result, scene=inference_scene)
+    assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 3
+    logic.addVisit(result, date="2024-09-01", scene=inference_scene)
+    assert len(logic.histories["UCI-1"].visits) == 2
+
+    with pytest.raises(MSDTError):
+        logic.predict(tmp_path / "missing.json", model_dir, scene=inference_scene)
+    with pytest.raises(MSDTError):
+        logic.addVisit(None, scene=inference_scene)
+
+
+def test_inference_texts_in_plain_words(inference_module):
+    logic = inference_module.MSDTInferenceLogic
+    assert logic.riskText(None) == "No risk estimated."
+    assert logic.modelText(None) == "No model trained."
+    text = logic.riskText(
+        {"patient_id": "P", "risk": 0.5, "interval": [0.25, 0.75], "missing": [], "suggested_exams": []}
+    )
+    assert text == "P: risk of surgery 50% (90 % interval 25% to 75%)\nNo missing feature."
+    metric = {"mean": 0.9, "sd": 0.01}
+    cv = {
+        "repeats": 5,
+        "folds": 5,
+        "model": {k: metric for k in ("auc", "brier", "calibration_slope", "ece")},
+        "baseline": {"auc": {"mean": 0.88, "sd": 0.02}},
+    }
+    text = logic.modelText({"n": 10, "n_positive": 4, "positive": "yes", "features": ["a"], "cv": cv})
+    assert text.splitlines() == [
+        "10 patients (4 'yes'), 1 features",
+        "CV AUC 0.900 ± 0.010, Brier 0.900, calibration slope 0.90, ECE 0.900",
+        "Baseline (gradient boosting) AUC 0.880 ± 0.020",
+        "5 × 5-fold cross-validation",
+    ]
+
+
+def test_inference_self_test_runs_headless(inference_module, monkeypatch):
+    """The module's own self-test, run as Slicer runs it but on a headless scene."""
+    import unittest
+
+    import slicer
+
+    from MSDTLib.app import new_scene, shutdown_scene
+
+    scene = new_scene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    messages = []
+
+    class SelfTest(unittest.TestCase, inference_module.MSDTInferenceTest):
+        setUp = inference_module.MSDTInferenceTest.setUp
+
+        def delayDisplay(self, message, msec=None):
+            messages.append(message)
+
+    try:
+        SelfTest("runTest").runTest()
+    finally:
+        shutdown_scene(scene)
+    assert messages[-1] == "Test passed"
+    assert any("CV AUC" in message for message in messages)
