@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 from typing import Annotated
 
 import qt
@@ -250,6 +251,9 @@ class MSDTInferenceWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
         self._result, nodes = predicted
         self.ui.contributionsTableView.setMRMLTableNode(nodes["contributions"])
         self._parameterNode.riskSummary = MSDTInferenceLogic.riskText(self._result)
+        chord = self._result.get("panel", {}).get("Feature associations in the cohort")
+        if chord:  # the chord diagram of the risk panel, the patient's contributions highlighted
+            self.ui.riskPanelLabel.setPixmap(qt.QPixmap(chord).scaledToWidth(420))
 
     def onAddVisitButton(self) -> None:
         chart, ok = self._run(_("MSDT Inference: cannot add the visit"), self.logic.addVisit, self._result)
@@ -367,13 +371,12 @@ class MSDTInferenceLogic(ScriptedLoadableModuleLogic):
 
     def predict(self, patientPath, modelDir, scene=None):
         """Risk of the patient of ``patientPath`` (PATIENT.json) with the model saved in ``modelDir``; returns
-        ``(result, nodes)``: the ``riskworkflow.predict_patient`` dict and ``{"contributions": table,
-        "featureGraph": table or None}`` (the feature graph when the patient file lists summaries)."""
-        from MSDTInferenceLib import riskworkflow
+        ``(result, nodes)``: the ``riskworkflow.predict_patient`` dict (plus ``panel``: caption -> PNG of the
+        risk gauge, contributions and chord diagram) and ``{"contributions": table, "featureGraph": table or
+        None}`` (the feature graph when the patient file lists summaries)."""
+        from MSDTInferenceLib import riskreport, riskworkflow
         from MSDTInferenceLib.featuregraph import FeatureGraph
         from MSDTLib.errors import MSDTError
-        from MSDTLib.hierarchy import TwinHierarchy
-        from MSDTLib.tables import Column, table_from_rows
 
         if not str(patientPath or "").strip():
             raise MSDTError(_("Choose a PATIENT.json file."))
@@ -384,20 +387,9 @@ class MSDTInferenceLogic(ScriptedLoadableModuleLogic):
         patientId = str(result.get("patient_id") or "Patient")
         scene = scene or slicer.mrmlScene
 
-        missing = set(result.get("missing") or [])
-        rows = [
-            {"feature": name, "contribution": value, "observed": "no" if name in missing else "yes"}
-            for name, value in sorted(
-                (result.get("contributions") or {}).items(), key=lambda item: abs(item[1]), reverse=True
-            )
-        ]
-        columns = [
-            Column("feature", kind=str),
-            Column("contribution", "log-odds", "contribution to the log-odds of surgery"),
-            Column("observed", kind=str, description="no: missing, marginalised over the cohort"),
-        ]
-        table = table_from_rows(scene, f"Risk contributions {patientId}", columns, rows)
-        TwinHierarchy(scene, patientId).place(table, INFERENCE_SCALE, INFERENCE_STUDY)
+        table = riskreport.contributions_table(scene, result)
+        result["panel"] = {caption: str(path) for caption, path in riskreport.panel_pictures(
+            result, str(modelDir).strip(), tempfile.mkdtemp(prefix="msdt_risk_panel_")).items()}
         nodes = {"contributions": table, "featureGraph": None}
 
         with open(patientPath, encoding="utf-8") as fh:
@@ -480,7 +472,6 @@ class MSDTInferenceTest(ScriptedLoadableModuleTest):
     def test_MSDTInference_SyntheticCohort(self):
         """A synthetic cohort whose outcome follows one feature gives a good model and a sensible patient risk."""
         import csv
-        import tempfile
 
         import numpy as np
 

@@ -43,16 +43,12 @@ def update_history(history_path: Path, patient_path: Path, result: dict, graph: 
     return history
 
 
-def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path, history_path: Path | None = None) -> dict:
-    """Prediction summary; writes scene.mrb, the panel PNGs/HTML and report.html into ``out``; with
-    ``history_path`` the visit is added to the patient's history and the risk trajectory is drawn."""
-    from MSDTLib import io
-    from MSDTLib.app import new_scene
-    from MSDTLib.tables import Column, table_from_rows
-
-    result = predict_patient(str(patient_path), str(model_dir))
+def panel_pictures(result: dict, model_dir: Path, out: Path) -> dict[str, Path]:
+    """The risk panel as PNGs in ``out`` (gauge with the interval, contributions, chord diagram of the cohort
+    associations with the patient's contributions) and the chord diagram as HTML; caption -> path."""
     model = RiskModel.load(str(model_dir))
     contributions = result["contributions"]
+    out = Path(out)
     pictures = {
         "Risk with its 90 % interval": panel.risk_gauge_png(result["risk"], result["interval"], out / "risk_gauge.png"),
         "Per-feature contributions (log-odds)": panel.contributions_png(contributions, out / "contributions.png"),
@@ -60,6 +56,35 @@ def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path, history_p
             list(model.names), np.asarray(model.R), contributions, out / "chord_diagram.png"),
     }
     panel.chord_diagram_html(list(model.names), np.asarray(model.R), contributions, out / "chord_diagram.html")
+    return pictures
+
+
+def contributions_table(scene, result: dict):
+    """Table node of the per-feature contributions (log-odds, largest first) under patient / macro / Inference."""
+    from MSDTLib.hierarchy import TwinHierarchy
+    from MSDTLib.tables import Column, table_from_rows
+
+    missing = set(result.get("missing") or [])
+    ordered = sorted((result.get("contributions") or {}).items(), key=lambda item: abs(item[1]), reverse=True)
+    rows = [{"feature": name, "contribution": value, "observed": "no" if name in missing else "yes"}
+            for name, value in ordered]
+    columns = [Column("feature", kind=str),
+               Column("contribution", "log-odds", "contribution to the log-odds of surgery"),
+               Column("observed", kind=str, description="no: missing, marginalised over the cohort")]
+    patient = str(result.get("patient_id") or "Patient")
+    table = table_from_rows(scene, f"Risk contributions {patient}", columns, rows)
+    TwinHierarchy(scene, patient).place(table, "macro", "Inference")
+    return table
+
+
+def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path, history_path: Path | None = None) -> dict:
+    """Prediction summary; writes scene.mrb, the panel PNGs/HTML and report.html into ``out``; with
+    ``history_path`` the visit is added to the patient's history and the risk trajectory is drawn."""
+    from MSDTLib import io
+    from MSDTLib.app import new_scene
+
+    result = predict_patient(str(patient_path), str(model_dir))
+    pictures = panel_pictures(result, model_dir, out)
     scene = new_scene()
     graph = patient_graph(patient_path, result)
     graph.to_scene(scene)
@@ -70,13 +95,7 @@ def write_risk_outputs(patient_path: Path, model_dir: Path, out: Path, history_p
         trajectory_plot(scene, history)
         pictures["Risk over the visits"] = trajectory_png(history, out / "risk_trajectory.png")
         result["visits"] = len(history.visits)
-    columns = [Column("feature", kind=str), Column("contribution", "log-odds"), Column("missing", kind=str)]
-    rows = [{"feature": name, "contribution": value, "missing": "yes" if name in result["missing"] else ""}
-            for name, value in contributions.items()]
-    table = table_from_rows(scene, "Risk contributions", columns, rows)
-    from MSDTLib.hierarchy import TwinHierarchy
-
-    TwinHierarchy(scene, result.get("patient_id") or "Patient").place(table, "macro", "Inference")
+    contributions_table(scene, result)
     io.save_mrb(scene, out / "scene.mrb")
     panel.risk_report_html(out / "report.html", result.get("patient_id") or "Patient", result,
                            list(pictures.values()) + [out / "chord_diagram.html"])

@@ -1638,6 +1638,11 @@ def test_inference_logic_trains_predicts_and_follows_a_patient_headless(
     low, high = result["interval"]
     assert low <= result["risk"] <= high
     assert result["missing"] == ["degree_spondylolisthesis"]
+    from pathlib import Path as _Path
+
+    panel = result["panel"]  # the risk panel pictures the widget shows (chord diagram) and the report uses
+    assert {"Feature associations in the cohort", "Per-feature contributions (log-odds)"} <= set(panel)
+    assert all(_Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in panel.values())
     table = nodes["contributions"]
     assert table.IsA("vtkMRMLTableNode") and table.GetNumberOfRows() == 6
     assert set(_table_column(table, "feature")) == set(features) | {"degree_spondylolisthesis"}

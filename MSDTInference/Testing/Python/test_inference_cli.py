@@ -46,7 +46,7 @@ def test_patient_risk_with_missing_feature_and_outputs(model_dir, tmp_path, caps
     for name in ("report.html", "scene.mrb", "contributions.png", "chord_diagram.png", "risk_gauge.png"):
         assert (out / name).is_file()
     scene = io.load_mrb(out / "scene.mrb")
-    assert scene.GetFirstNodeByName("Risk contributions").GetNumberOfRows() == 6
+    assert scene.GetFirstNodeByName("Risk contributions P001").GetNumberOfRows() == 6
 
 
 def test_one_class_cohort_is_refused(tmp_path, capsys):
