@@ -178,27 +178,8 @@ class MSDTWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
 
-    def enter(self) -> None:
-        """Called each time the user opens this module."""
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        """Called each time the user opens a different module: stop updating the GUI from the parameter node."""
-        self._disconnectParameterNode()
-
-    def _disconnectParameterNode(self) -> None:
-        if self._parameterNode:
-            if self._parameterNodeGuiTag is not None:
-                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-                self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
-
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
 
     def onReload(self) -> None:
         """Developer "Reload": also drop the cached MSDTLib modules so that edits to the library take effect."""

@@ -2,8 +2,10 @@
 
 ``MSDTWidgetMixin`` gives a widget the MSDT way of running an action: busy while it runs, a bad input
 (``MSDTError``) reported in plain words, anything else with its traceback, and an offer to pip-install a
-Python package the module's Lib needs. The widget provides ``moduleTitle``, ``_setBusy(bool)`` and a logic
-with ``missingPythonPackage()``.
+Python package the module's Lib needs; and the parameter-node plumbing of Slicer's module template (bind the
+GUI to the node, follow it on enter, let go on exit, pick it up again after a scene close). The widget provides
+``moduleTitle``, ``ui``, ``_setBusy(bool)``, ``_updateGUIState()`` and a logic with ``getParameterNode()`` and
+``missingPythonPackage()``.
 """
 
 import importlib
@@ -11,6 +13,7 @@ import logging
 import traceback
 
 import slicer
+import vtk
 from slicer.i18n import tr as _
 
 
@@ -18,6 +21,48 @@ class MSDTWidgetMixin:
     """Shared widget behaviour of the MSDT modules (see the module docstring)."""
 
     moduleTitle = "MSDT"
+    _parameterNode = None
+    _parameterNodeGuiTag = None
+
+    # ------------------------------------------------------------------------------------ parameter node
+
+    def _parameterNodeObserver(self):
+        """Method called when the parameter node changes (a widget may refresh more than its GUI state)."""
+        return self._updateGUIState
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        """Bind the GUI to a parameter node (or to none); the widgets then follow the node and vice versa."""
+        self._disconnectParameterNode()
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._parameterNodeObserver())
+        self._updateGUIState()
+
+    def _disconnectParameterNode(self) -> None:
+        if self._parameterNode:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._parameterNodeObserver())
+
+    def enter(self) -> None:
+        """Called each time the user opens this module."""
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        """Called each time the user opens another module: stop updating the GUI from the parameter node (live
+        data streams keep running)."""
+        self._disconnectParameterNode()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ------------------------------------------------------------------------------------ running actions
 
     def _run(self, errorTitle: str, function, *args, **kwargs):
         """Run ``function`` busy; returns (result, True), or (None, False) after reporting the error once the

@@ -119,6 +119,9 @@ class MSDTFusionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
 
     moduleTitle = "MSDT Fusion"
 
+    def _parameterNodeObserver(self):
+        return self._onParameterNodeModified
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
@@ -170,24 +173,6 @@ class MSDTFusionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
                 logging.error(traceback.format_exc())
         self.removeObservers()
 
-    def enter(self) -> None:
-        """Called each time the user opens this module."""
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        """Called each time the user opens a different module: stop updating the GUI from the parameter node. The
-        OpenIGTLink timer keeps running, so that live data go on arriving while other modules are open."""
-        self._disconnectParameterNode()
-
-    def _disconnectParameterNode(self) -> None:
-        if self._parameterNode:
-            if self._parameterNodeGuiTag is not None:
-                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-                self._parameterNodeGuiTag = None
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified
-            )
-
     def onSceneStartClose(self, caller, event) -> None:
         if self.logic is not None:
             # The nodes of the live data and of the recording go with the scene: stop without applying more.
@@ -197,10 +182,6 @@ class MSDTFusionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
             self._setConnected(False)
         self.setParameterNode(None)
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
     def onReload(self) -> None:
         """Developer "Reload": stop the client and drop the cached MSDTFusionLib modules so that edits take effect."""
         self.cleanup()
@@ -208,18 +189,6 @@ class MSDTFusionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
             if name == "MSDTFusionLib" or name.startswith("MSDTFusionLib."):
                 del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        """Bind the GUI to a parameter node (or to none); the widgets then follow the node and vice versa."""
-        self._disconnectParameterNode()
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-        self._updateGUIState()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         # A new Reference-to-MRI transform applies to the live chain at once.

@@ -17,7 +17,6 @@ from typing import Annotated
 
 import qt
 import slicer
-import vtk
 from MSDTWidgetTools import MSDTWidgetMixin
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Default, parameterNodeWrapper
@@ -134,28 +133,11 @@ class MSDTInferenceWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
     def cleanup(self) -> None:
         self.removeObservers()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self._disconnectParameterNode()
-
-    def _disconnectParameterNode(self) -> None:
-        if self._parameterNode:
-            if self._parameterNodeGuiTag is not None:
-                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-                self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
-
     def onSceneStartClose(self, caller, event) -> None:
         self._result = None
         if self.logic is not None:
             self.logic.histories.clear()
         self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
 
     def onReload(self) -> None:
         """Developer "Reload": drop the cached MSDTInferenceLib modules so that edits take effect."""
@@ -164,17 +146,6 @@ class MSDTInferenceWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
             if name == "MSDTInferenceLib" or name.startswith("MSDTInferenceLib."):
                 del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        self._disconnectParameterNode()
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
-        self._updateGUIState()
 
     @staticmethod
     def _path(lineEdit) -> str:

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import qt
 import slicer
-import vtk
 from MSDTWidgetTools import MSDTWidgetMixin
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Default, WithinRange, parameterNodeWrapper
@@ -163,20 +162,6 @@ class MSDTMotionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
                 logging.error(traceback.format_exc())
         self.removeObservers()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        """Stop updating the GUI from the parameter node; the serial stream keeps running in other modules."""
-        self._disconnectParameterNode()
-
-    def _disconnectParameterNode(self) -> None:
-        if self._parameterNode:
-            if self._parameterNodeGuiTag is not None:
-                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-                self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
-
     def onSceneStartClose(self, caller, event) -> None:
         if self.logic is not None:
             self._timer.stop()
@@ -185,10 +170,6 @@ class MSDTMotionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
         self._recording = None
         self.setParameterNode(None)
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
     def onReload(self) -> None:
         """Developer "Reload": stop the reader and drop the cached MSDTMotionLib modules so that edits take effect."""
         self.cleanup()
@@ -196,17 +177,6 @@ class MSDTMotionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
             if name == "MSDTMotionLib" or name.startswith("MSDTMotionLib."):
                 del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        self._disconnectParameterNode()
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIState)
-        self._updateGUIState()
 
     @staticmethod
     def _path(lineEdit) -> str:
