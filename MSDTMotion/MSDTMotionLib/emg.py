@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy import signal, stats
@@ -534,7 +534,8 @@ class ChannelResult:
 
     def to_dict(self) -> dict:
         """JSON-ready dict (floats, lists, None; no NaN)."""
-        return _jsonable(asdict(self))
+        # _jsonable already copies every container; dataclasses.asdict would deep-copy the windows a second time.
+        return _jsonable({f.name: getattr(self, f.name) for f in fields(self)})
 
 
 def _jsonable(v):
