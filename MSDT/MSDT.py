@@ -14,7 +14,6 @@ import traceback
 from typing import Annotated
 
 import numpy as np
-import qt
 import slicer
 import vtk
 from MSDTWidgetTools import MSDTWidgetMixin
@@ -245,16 +244,12 @@ class MSDTWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMi
             self.ui.spineTableView.setMRMLTableNode(spineTable)
 
     def _setBusy(self, busy: bool) -> None:
-        self._busy = busy
+        """The shared busy state plus this module's progress bar."""
         self.ui.progressBar.setVisible(busy)
         if busy:
             self.ui.progressBar.value = 0
             self.ui.progressBar.format = _("Starting...")
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        else:
-            qt.QApplication.restoreOverrideCursor()
-        self._updateGUIState()
-        slicer.app.processEvents()
+        MSDTWidgetMixin._setBusy(self, busy)
 
     def _onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100.0 * min(max(float(fraction), 0.0), 1.0)))

@@ -12,6 +12,7 @@ import importlib
 import logging
 import traceback
 
+import qt
 import slicer
 import vtk
 from slicer.i18n import tr as _
@@ -63,6 +64,17 @@ class MSDTWidgetMixin:
             self.initializeParameterNode()
 
     # ------------------------------------------------------------------------------------ running actions
+
+    def _setBusy(self, busy: bool) -> None:
+        """Wait cursor while an action runs; the GUI state follows ``self._busy``."""
+        self._busy = busy
+        if busy:
+            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        else:
+            qt.QApplication.restoreOverrideCursor()
+        self._updateGUIState()
+        slicer.app.processEvents()
+
 
     def _run(self, errorTitle: str, function, *args, **kwargs):
         """Run ``function`` busy; returns (result, True), or (None, False) after reporting the error once the

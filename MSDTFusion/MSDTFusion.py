@@ -236,15 +236,6 @@ class MSDTFusionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
             else _("Record something first")
         )
 
-    def _setBusy(self, busy: bool) -> None:
-        self._busy = busy
-        if busy:
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        else:
-            qt.QApplication.restoreOverrideCursor()
-        self._updateGUIState()
-        slicer.app.processEvents()
-
     # ------------------------------------------------------------------ markerless registration
 
     def onRegisterButton(self) -> None:

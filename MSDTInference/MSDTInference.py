@@ -184,15 +184,6 @@ class MSDTInferenceWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
             self.ui.riskLabel.text = parameterNode.riskSummary or ""
             self.ui.historyLabel.text = parameterNode.historySummary or ""
 
-    def _setBusy(self, busy: bool) -> None:
-        self._busy = busy
-        if busy:
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        else:
-            qt.QApplication.restoreOverrideCursor()
-        self._updateGUIState()
-        slicer.app.processEvents()
-
     def onTrainButton(self) -> None:
         if not self._offerMissingPackage():
             return

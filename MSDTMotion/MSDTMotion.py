@@ -213,15 +213,6 @@ class MSDTMotionWidget(MSDTWidgetMixin, ScriptedLoadableModuleWidget, VTKObserva
             self.ui.emgResultLabel.text = parameterNode.emgSummary or ""
             self.ui.imuResultLabel.text = parameterNode.imuSummary or ""
 
-    def _setBusy(self, busy: bool) -> None:
-        self._busy = busy
-        if busy:
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        else:
-            qt.QApplication.restoreOverrideCursor()
-        self._updateGUIState()
-        slicer.app.processEvents()
-
     # ------------------------------------------------------------------ recordings and sEMG
 
     def onLoadRecordingButton(self) -> None:

@@ -651,6 +651,32 @@ def import_module_headless(monkeypatch, module_name: str, lib_folders: tuple[str
     return module
 
 
+def run_self_test_headless(monkeypatch, test_class) -> list[str]:
+    """Run a module's ScriptedLoadableModuleTest as Slicer does, on a fresh headless scene; returns the messages
+    it displayed."""
+    import unittest
+
+    import slicer
+
+    from MSDTLib.app import new_scene, shutdown_scene
+
+    scene = new_scene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    messages = []
+
+    class SelfTest(unittest.TestCase, test_class):
+        setUp = test_class.setUp
+
+        def delayDisplay(self, message, msec=None):
+            messages.append(message)
+
+    try:
+        SelfTest("runTest").runTest()
+    finally:
+        shutdown_scene(scene)
+    return messages
+
+
 @pytest.fixture
 def msdt_module(monkeypatch):
     """MSDT/MSDT.py imported outside Slicer (see import_module_headless)."""
@@ -1263,26 +1289,7 @@ def test_fusion_logic_receives_and_records_openigtlink(fusion_module, tmp_path):
 def test_fusion_self_test_runs_headless(fusion_module, monkeypatch):
     """The module's own self-test (synthetic back and sphere registrations, status line), run as Slicer runs it
     but on a headless scene, so that a broken self-test is noticed without Slicer."""
-    import unittest
-
-    import slicer
-
-    from MSDTLib.app import new_scene, shutdown_scene
-
-    scene = new_scene()
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    messages = []
-
-    class SelfTest(unittest.TestCase, fusion_module.MSDTFusionTest):
-        setUp = fusion_module.MSDTFusionTest.setUp
-
-        def delayDisplay(self, message, msec=None):
-            messages.append(message)
-
-    try:
-        SelfTest("runTest").runTest()
-    finally:
-        shutdown_scene(scene)
+    messages = run_self_test_headless(monkeypatch, fusion_module.MSDTFusionTest)
     assert messages[-1] == "Test passed"
     assert any("Reliable" in message for message in messages)
     assert any("weakly constrained" in message for message in messages)
@@ -1507,26 +1514,7 @@ def test_motion_logic_streams_a_serial_pty_headless(motion_module, motion_scene)
 
 def test_motion_self_test_runs_headless(motion_module, monkeypatch):
     """The module's own self-test, run as Slicer runs it but on a headless scene."""
-    import unittest
-
-    import slicer
-
-    from MSDTLib.app import new_scene, shutdown_scene
-
-    scene = new_scene()
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    messages = []
-
-    class SelfTest(unittest.TestCase, motion_module.MSDTMotionTest):
-        setUp = motion_module.MSDTMotionTest.setUp
-
-        def delayDisplay(self, message, msec=None):
-            messages.append(message)
-
-    try:
-        SelfTest("runTest").runTest()
-    finally:
-        shutdown_scene(scene)
+    messages = run_self_test_headless(monkeypatch, motion_module.MSDTMotionTest)
     assert messages[-1] == "Test passed"
     assert any("EMG: MDF" in message for message in messages)
 
@@ -1691,25 +1679,6 @@ def test_inference_texts_in_plain_words(inference_module):
 
 def test_inference_self_test_runs_headless(inference_module, monkeypatch):
     """The module's own self-test, run as Slicer runs it but on a headless scene."""
-    import unittest
-
-    import slicer
-
-    from MSDTLib.app import new_scene, shutdown_scene
-
-    scene = new_scene()
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    messages = []
-
-    class SelfTest(unittest.TestCase, inference_module.MSDTInferenceTest):
-        setUp = inference_module.MSDTInferenceTest.setUp
-
-        def delayDisplay(self, message, msec=None):
-            messages.append(message)
-
-    try:
-        SelfTest("runTest").runTest()
-    finally:
-        shutdown_scene(scene)
+    messages = run_self_test_headless(monkeypatch, inference_module.MSDTInferenceTest)
     assert messages[-1] == "Test passed"
     assert any("CV AUC" in message for message in messages)
